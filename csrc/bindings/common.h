@@ -1,0 +1,106 @@
+// Checks and plumbing shared by the per-cell bindings.  Every array is checked for dtype,
+// contiguity and shape before a kernel sees it; failures raise TypeError or ValueError naming
+// the argument and what it got.  python/fusedrnn/ops.py validates first with friendlier
+// messages; these checks make the compiled module safe to call directly as well.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "fusedrnn/common.h"
+#include "fusedrnn/kernels.h"
+
+namespace fusedrnn::bind {
+
+namespace py = pybind11;
+
+inline std::string shape_str(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+  s << (a.ndim() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+inline std::string shape_str(const std::vector<int64_t>& shape) {
+  std::ostringstream s;
+  s << "(";
+  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
+  s << (shape.size() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+// The checked data pointer of `a`, which must be a C-contiguous array of T with this shape.
+template <typename T>
+const T* checked(const py::array& a, const char* name, const std::vector<int64_t>& shape) {
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) +
+                         ", expected " + std::string(py::str(py::dtype::of<T>())));
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t i = 0; ok && i < shape.size(); ++i) ok = a.shape(i) == shape[i];
+  if (!ok)
+    throw py::value_error(std::string(name) + " has shape " + shape_str(a) + ", expected " +
+                          shape_str(shape));
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + " must be C-contiguous");
+  return static_cast<const T*>(a.data());
+}
+
+template <typename T>
+py::array_t<T> empty(const std::vector<int64_t>& shape) {
+  return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+}
+
+template <typename T>
+T* data(py::array_t<T>& a) {
+  return a.mutable_data();
+}
+
+inline Act parse_act(const std::string& name, const char* what) {
+  if (name == "tanh") return Act::Tanh;
+  if (name == "relu") return Act::Relu;
+  throw py::value_error(std::string(what) + " must be 'tanh' or 'relu', got '" + name + "'");
+}
+
+// What one cell needs from the generic binding below.
+struct CellSpec {
+  const char* name;
+  int64_t gates;
+  bool has_c;                                         // LSTM cell state
+  int64_t (*ws_width)(int64_t H, int64_t P, bool proj);
+};
+
+// Geometry read off x, w_ih, w_hh (and w_hr), with every size checked.
+Seq geometry(const CellSpec& cell, const py::array& x, const py::array& w_ih, const py::array& w_hh,
+             const py::object& w_hr, const py::object& lengths, bool reverse,
+             std::vector<int64_t>& lengths_store);
+
+template <typename T>
+py::tuple forward(const CellSpec& cell, const py::array& x, const py::array& w_ih,
+                  const py::array& w_hh, const py::array& b_ih, const py::array& b_hh,
+                  const py::object& w_hr, const py::array& h0, const py::object& c0,
+                  const py::object& lengths, bool reverse, Act act, bool training);
+
+template <typename T>
+py::tuple backward(const CellSpec& cell, const py::array& x, const py::array& w_ih,
+                   const py::array& w_hh, const py::object& w_hr, const py::object& lengths,
+                   bool reverse, Act act, const py::array& ws, const py::array& dout,
+                   const py::array& dh_n, const py::object& dc_n);
+
+// Dtype dispatch on x: float32 or float64, anything else is a TypeError.
+template <class F32, class F64>
+py::tuple by_dtype(const py::array& x, F32&& f32, F64&& f64) {
+  if (x.dtype().is(py::dtype::of<float>())) return f32();
+  if (x.dtype().is(py::dtype::of<double>())) return f64();
+  throw py::type_error("x has dtype " + std::string(py::str(x.dtype())) +
+                       ", expected float32 or float64");
+}
+
+void bind_cell(py::module_& m, const CellSpec& cell, bool with_activation);
+
+}  // namespace fusedrnn::bind

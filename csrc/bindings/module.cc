@@ -1,0 +1,39 @@
+// The one compiled module, fusedrnn._core.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "common.h"
+#include "fusedrnn/blas.h"
+#include "fusedrnn/kernels.h"
+
+namespace fusedrnn::bind {
+void bind_lstm(py::module_& m);
+void bind_gru(py::module_& m);
+void bind_rnn(py::module_& m);
+}  // namespace fusedrnn::bind
+
+PYBIND11_MODULE(_core, m) {
+  namespace py = pybind11;
+  using namespace fusedrnn;
+  m.doc() = "fusedrnn compiled kernels (use fusedrnn.ops for the checked Python API)";
+  bind::bind_lstm(m);
+  bind::bind_gru(m);
+  bind::bind_rnn(m);
+
+  m.def("blas_num_threads", &blas::num_threads, "Threads the BLAS uses.");
+  m.def("blas_set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
+    blas::set_num_threads(n);
+  }, py::arg("n"));
+  m.def("blas_corename", &blas::corename, "The BLAS kernel family chosen for this CPU.");
+  m.def("blas_config", &blas::config);
+  m.def("isa", &cpu::isa, "Instruction set of the elementwise kernels in use.");
+  m.def("best_isa", &cpu::best_isa, "The best instruction set this CPU and build support.");
+  m.def("set_isa", &cpu::set_isa, py::arg("name"),
+        "Use another compiled kernel variant: 'baseline', 'avx2' or 'avx512'.");
+#ifdef FUSEDRNN_WITH_CUDA
+  m.attr("cuda_compiled") = true;
+#else
+  m.attr("cuda_compiled") = false;
+#endif
+}

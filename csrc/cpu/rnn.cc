@@ -1,0 +1,60 @@
+// Elman RNN cell on the CPU (equations and workspace layout: include/fusedrnn/rnn.h).
+#include "fusedrnn/rnn.h"
+
+#include "fusedrnn/activations.h"
+#include "fusedrnn/kernels.h"
+#include "sequence.h"
+
+namespace fusedrnn::cpu::FUSEDRNN_ISA {
+namespace {
+
+template <typename T, Act A>
+struct RnnCell {
+  static constexpr int64_t kGates = rnn::kGates;
+  static constexpr bool kHasCell = false;
+  static constexpr bool kSeparateDgh = false;
+  int64_t H;
+
+  int64_t width() const { return rnn::ws_width(H); }
+  int64_t off_hprev() const { return rnn::off_hprev(H); }
+  int64_t off_hcore() const { return 0; }  // no projection
+
+  template <bool Training>
+  void forward_row(const T* __restrict xp, const T* __restrict hp, const T* __restrict bhh,
+                   const T* /*h_in*/, const T* /*c_in*/, T* __restrict h_out, T* /*c_out*/,
+                   T* __restrict ws) const {
+    for (int64_t j = 0; j < H; ++j) {
+      const T h = act::apply<A>(xp[j] + hp[j] + bhh[j]);
+      h_out[j] = h;
+      if constexpr (Training) ws[j] = h;
+    }
+  }
+
+  void backward_row(const T* __restrict ws, const T* __restrict dh, const T* /*dc_in*/,
+                    T* __restrict dg, T* /*dgh, same as dg*/, T* __restrict dh_direct,
+                    T* /*dc_out*/) const {
+    for (int64_t j = 0; j < H; ++j) dg[j] = dh[j] * act::grad_from_output<A>(ws[j]);
+    zero_row(dh_direct, H);
+  }
+};
+
+}  // namespace
+
+template <typename T>
+void rnn_forward(const Seq& q, Act a, const Weights<T>& w, const ForwardArgs<T>& args, bool training) {
+  if (a == Act::Tanh) forward_entry(q, RnnCell<T, Act::Tanh>{q.H}, w, args, training);
+  else forward_entry(q, RnnCell<T, Act::Relu>{q.H}, w, args, training);
+}
+
+template <typename T>
+void rnn_backward(const Seq& q, Act a, const Weights<T>& w, const BackwardArgs<T>& args) {
+  if (a == Act::Tanh) run_backward(q, RnnCell<T, Act::Tanh>{q.H}, w, args);
+  else run_backward(q, RnnCell<T, Act::Relu>{q.H}, w, args);
+}
+
+template void rnn_forward<float>(const Seq&, Act, const Weights<float>&, const ForwardArgs<float>&, bool);
+template void rnn_forward<double>(const Seq&, Act, const Weights<double>&, const ForwardArgs<double>&, bool);
+template void rnn_backward<float>(const Seq&, Act, const Weights<float>&, const BackwardArgs<float>&);
+template void rnn_backward<double>(const Seq&, Act, const Weights<double>&, const BackwardArgs<double>&);
+
+}  // namespace fusedrnn::cpu::FUSEDRNN_ISA

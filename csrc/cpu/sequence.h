@@ -1,0 +1,244 @@
+// The time loop shared by every cell: one layer, one direction, the whole sequence.
+//
+// Forward:  the input projection X W_ih^T + b_ih is one GEMM over a chunk of steps; each step
+//           is one GEMM h W_hh^T for all gates plus one fused elementwise pass per row
+//           (and one GEMM for the LSTM projection).
+// Backward: each step is one fused elementwise pass per row plus one GEMM dG W_hh for dh; the
+//           weight gradients are single GEMMs over all steps at the end.
+//
+// A Cell provides (see lstm.cc, gru.cc, rnn.cc):
+//   kGates, kHasCell (LSTM's c), kSeparateDgh (GRU: the W_hh gradient rows differ from W_ih's)
+//   width(), off_hprev(), off_hcore()      workspace layout
+//   forward_row<Training>(xp, hp, b_hh, h_in, c_in, h_out, c_out, ws_row)
+//   backward_row(ws_row, dh, dc_in, dgi, dgh, dh_direct, dc_out)
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "fusedrnn/blas.h"
+#include "fusedrnn/common.h"
+
+namespace fusedrnn::cpu::FUSEDRNN_ISA {
+
+template <typename T>
+inline void copy_row(T* dst, const T* src, int64_t n) {
+  std::memcpy(dst, src, sizeof(T) * n);
+}
+template <typename T>
+inline void zero_row(T* dst, int64_t n) {
+  std::memset(dst, 0, sizeof(T) * n);
+}
+
+// Zero the rows (t, b) that sequence b never reaches (t >= lengths[b]) of a [T, B, n] array.
+template <typename T>
+void zero_padding(const Seq& q, T* a, int64_t n) {
+  if (!q.lengths) return;
+  for (int64_t b = 0; b < q.B; ++b)
+    for (int64_t t = q.length(b); t < q.T; ++t) zero_row(a + (t * q.B + b) * n, n);
+}
+
+// The input projection xp[t] = x[t] W_ih^T + b_ih for the steps a chunk covers.  When every
+// step reads a single time index the chunk holds a few steps (bounded memory); otherwise
+// (reverse direction with ragged lengths) it holds all T.
+template <typename T>
+class InputProjection {
+ public:
+  InputProjection(const Seq& q, const T* x, const T* w_ih, const T* b_ih, int64_t GH)
+      : q_(q), x_(x), w_ih_(w_ih), b_ih_(b_ih), GH_(GH) {
+    if (q.time_uniform()) {
+      // Enough rows per GEMM to run near BLAS peak, without a [T, B, G*H] buffer.
+      steps_ = std::max<int64_t>(1, std::min<int64_t>(q.T, (1024 + q.B - 1) / q.B));
+    } else {
+      steps_ = q.T;
+    }
+    buf_.resize(static_cast<size_t>(steps_ * q.B * GH));
+  }
+
+  // Make step s's time indices available; call with s = 0, 1, 2, ... in order.
+  void prepare(int64_t s) {
+    if (s < next_) return;
+    if (steps_ == q_.T) {
+      project(0, q_.T);
+      next_ = q_.T;
+      return;
+    }
+    const int64_t n = std::min(steps_, q_.T - s);
+    // forward: times s..s+n-1;  reverse: times T-s-n..T-s-1
+    project(q_.reverse ? q_.T - s - n : s, n);
+    next_ = s + n;
+  }
+
+  const T* row(int64_t t, int64_t b) const { return buf_.data() + ((t - t0_) * q_.B + b) * GH_; }
+
+ private:
+  void project(int64_t t0, int64_t n) {
+    t0_ = t0;
+    T* out = buf_.data();
+    const int64_t rows = n * q_.B;
+    for (int64_t r = 0; r < rows; ++r) copy_row(out + r * GH_, b_ih_, GH_);
+    blas::gemm<T>(false, true, rows, GH_, q_.I, T(1), x_ + t0 * q_.B * q_.I, q_.I, w_ih_, q_.I,
+                  T(1), out, GH_);
+  }
+
+  const Seq& q_;
+  const T* x_;
+  const T* w_ih_;
+  const T* b_ih_;
+  int64_t GH_, steps_ = 0, next_ = 0, t0_ = 0;
+  std::vector<T> buf_;
+};
+
+template <typename T, class Cell, bool Training>
+void run_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const ForwardArgs<T>& a) {
+  const int64_t B = q.B, H = q.H, P = q.P, GH = Cell::kGates * H;
+  const int64_t W = cell.width();
+  const bool proj = w.w_hr != nullptr;
+
+  InputProjection<T> xp(q, a.x, w.w_ih, w.b_ih, GH);
+  std::vector<T> hp(B * GH);          // h W_hh^T of one step
+  std::vector<T> hcore(B * H);        // the cell's h' before the projection
+  std::vector<T> h(B * P), h_next(B * P);
+  std::vector<T> c, c_next;
+  std::vector<int64_t> t_of(B);
+  copy_row(h.data(), a.h0, B * P);
+  if constexpr (Cell::kHasCell) {
+    c.assign(a.c0, a.c0 + B * H);
+    c_next.resize(B * H);
+  }
+  zero_padding(q, a.out, P);
+  if constexpr (Training) zero_padding(q, a.ws, W);
+
+  for (int64_t s = 0; s < q.T; ++s) {
+    xp.prepare(s);
+    blas::gemm<T>(false, true, B, GH, P, T(1), h.data(), P, w.w_hh, P, T(0), hp.data(), GH);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t t = t_of[b] = q.time_of(s, b);
+      T* c_out = Cell::kHasCell ? c_next.data() + b * H : nullptr;
+      if (t < 0) {
+        if constexpr (Cell::kHasCell) copy_row(c_out, c.data() + b * H, H);
+        continue;
+      }
+      T* wrow = Training ? a.ws + (t * B + b) * W : nullptr;
+      if constexpr (Training) copy_row(wrow + cell.off_hprev(), h.data() + b * P, P);
+      cell.template forward_row<Training>(xp.row(t, b), hp.data() + b * GH, w.b_hh,
+                                          h.data() + b * P,
+                                          Cell::kHasCell ? c.data() + b * H : nullptr,
+                                          hcore.data() + b * H, c_out, wrow);
+    }
+    if (proj) {
+      blas::gemm<T>(false, true, B, P, H, T(1), hcore.data(), H, w.w_hr, H, T(0), h_next.data(), P);
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t t = t_of[b];
+      T* hn = h_next.data() + b * P;
+      if (t < 0) {
+        copy_row(hn, h.data() + b * P, P);
+        continue;
+      }
+      if (!proj) copy_row(hn, hcore.data() + b * H, H);
+      else if (Training) copy_row(a.ws + (t * B + b) * W + cell.off_hcore(), hcore.data() + b * H, H);
+      copy_row(a.out + (t * B + b) * P, hn, P);
+    }
+    h.swap(h_next);
+    if constexpr (Cell::kHasCell) c.swap(c_next);
+  }
+  copy_row(a.h_n, h.data(), B * P);
+  if constexpr (Cell::kHasCell) copy_row(a.c_n, c.data(), B * H);
+}
+
+template <typename T>
+void column_sums(const T* a, int64_t rows, int64_t cols, T* out) {
+  zero_row(out, cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* row = a + r * cols;
+    for (int64_t j = 0; j < cols; ++j) out[j] += row[j];
+  }
+}
+
+template <typename T, class Cell>
+void run_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const BackwardArgs<T>& a) {
+  const int64_t B = q.B, H = q.H, P = q.P, I = q.I, GH = Cell::kGates * H;
+  const int64_t W = cell.width(), TB = q.T * B;
+  const bool proj = w.w_hr != nullptr;
+  const bool uniform = q.time_uniform();
+
+  // Gate gradients in time order [T, B, G*H]; rows a sequence never reaches stay zero, so the
+  // whole-sequence GEMMs below need no masking.
+  std::vector<T> dgi(TB * GH, T(0));
+  std::vector<T> dgh_own(Cell::kSeparateDgh ? TB * GH : 0, T(0));
+  T* dgh = Cell::kSeparateDgh ? dgh_own.data() : dgi.data();
+  std::vector<T> dht(proj ? TB * P : 0, T(0));  // total dh per step (projection gradient)
+
+  std::vector<T> dh(a.dh_n, a.dh_n + B * P), dh_next(B * P), dtot(B * P), dcore(proj ? B * H : 0);
+  std::vector<T> dc, dc_next;
+  if constexpr (Cell::kHasCell) {
+    dc.assign(a.dc_n, a.dc_n + B * H);
+    dc_next.resize(B * H);
+  }
+  std::vector<T> dstep(uniform ? 0 : B * GH);
+  std::vector<int64_t> t_of(B);
+
+  for (int64_t s = q.T - 1; s >= 0; --s) {
+    // dh arriving at this step's output: from the next step and from dout.
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t t = t_of[b] = q.time_of(s, b);
+      T* d = dtot.data() + b * P;
+      if (t < 0) {
+        zero_row(d, P);
+        continue;
+      }
+      const T* x = dh.data() + b * P;
+      const T* y = a.dout + (t * B + b) * P;
+      for (int64_t j = 0; j < P; ++j) d[j] = x[j] + y[j];
+      if (proj) copy_row(dht.data() + (t * B + b) * P, d, P);
+    }
+    // h' = W_hr hcore  =>  d hcore = W_hr^T dh'
+    if (proj) blas::gemm<T>(false, false, B, H, P, T(1), dtot.data(), P, w.w_hr, H, T(0), dcore.data(), H);
+    const T* dcell = proj ? dcore.data() : dtot.data();
+
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t t = t_of[b];
+      T* dc_out = Cell::kHasCell ? dc_next.data() + b * H : nullptr;
+      if (t < 0) {  // finished rows pass their state gradient through untouched
+        copy_row(dh_next.data() + b * P, dh.data() + b * P, P);
+        if constexpr (Cell::kHasCell) copy_row(dc_out, dc.data() + b * H, H);
+        if (!uniform) zero_row(dstep.data() + b * GH, GH);
+        continue;
+      }
+      const int64_t r = t * B + b;
+      cell.backward_row(a.ws + r * W, dcell + b * H, Cell::kHasCell ? dc.data() + b * H : nullptr,
+                        dgi.data() + r * GH, dgh + r * GH, dh_next.data() + b * P, dc_out);
+      if (!uniform) copy_row(dstep.data() + b * GH, dgh + r * GH, GH);
+    }
+    // h' depends on h through the gates:  dh += dG_hh W_hh
+    const T* dg_rows = uniform ? dgh + q.time_at_step(s) * B * GH : dstep.data();
+    blas::gemm<T>(false, false, B, P, GH, T(1), dg_rows, GH, w.w_hh, P, T(1), dh_next.data(), P);
+    dh.swap(dh_next);
+    if constexpr (Cell::kHasCell) dc.swap(dc_next);
+  }
+  copy_row(a.dh0, dh.data(), B * P);
+  if constexpr (Cell::kHasCell) copy_row(a.dc0, dc.data(), B * H);
+
+  // Whole-sequence GEMMs.
+  blas::gemm<T>(false, false, TB, I, GH, T(1), dgi.data(), GH, w.w_ih, I, T(0), a.dx, I);
+  blas::gemm<T>(true, false, GH, I, TB, T(1), dgi.data(), GH, a.x, I, T(0), a.dw_ih, I);
+  blas::gemm<T>(true, false, GH, P, TB, T(1), dgh, GH, a.ws + cell.off_hprev(), W, T(0), a.dw_hh, P);
+  column_sums(dgi.data(), TB, GH, a.db_ih);
+  column_sums(dgh, TB, GH, a.db_hh);
+  if (proj) {
+    blas::gemm<T>(true, false, P, H, TB, T(1), dht.data(), P, a.ws + cell.off_hcore(), W, T(0),
+                  a.dw_hr, H);
+  }
+}
+
+// Entry-point helpers: turn the runtime flags into template arguments.
+template <typename T, class Cell>
+void forward_entry(const Seq& q, const Cell& cell, const Weights<T>& w, const ForwardArgs<T>& a,
+                   bool training) {
+  if (training) run_forward<T, Cell, true>(q, cell, w, a);
+  else run_forward<T, Cell, false>(q, cell, w, a);
+}
+
+}  // namespace fusedrnn::cpu::FUSEDRNN_ISA

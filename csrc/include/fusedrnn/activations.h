@@ -1,0 +1,74 @@
+// Elementwise activations, written so that the compiler vectorises loops that call them.
+// float uses a polynomial exp (max error ~2 ulp); double uses the C library.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "fusedrnn/common.h"
+
+namespace fusedrnn::act {
+
+// exp(x) for float: x = n*ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 polynomial,
+// 2^n assembled in the exponent bits. Inputs are clamped to the normal range (NaN passes).
+inline float exp_poly(float x) {
+  x = std::min(x, 88.0f);
+  x = std::max(x, -87.0f);
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+inline float exp_(float x) { return exp_poly(x); }
+inline double exp_(double x) { return std::exp(x); }
+
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + exp_(-x));
+}
+
+// tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|)
+inline float tanh_(float x) {
+  const float e = exp_poly(-2.0f * std::fabs(x));
+  const float t = (1.0f - e) / (1.0f + e);
+  return std::copysign(t, x);
+}
+inline double tanh_(double x) { return std::tanh(x); }
+
+template <typename T>
+inline T relu(T x) {
+  return x > T(0) ? x : (x != x ? x : T(0));  // keeps NaN
+}
+
+// The cell nonlinearity and its derivative expressed through its output y = act(z).
+template <Act A, typename T>
+inline T apply(T z) {
+  if constexpr (A == Act::Tanh) return tanh_(z);
+  else return relu(z);
+}
+template <Act A, typename T>
+inline T grad_from_output(T y) {
+  if constexpr (A == Act::Tanh) return T(1) - y * y;  // d tanh(z) = 1 - tanh(z)^2
+  else return y > T(0) ? T(1) : T(0);                // d relu(z) = [z > 0] = [relu(z) > 0]
+}
+// The same derivative from the pre-activation z (needed where only z is kept).
+template <Act A, typename T>
+inline T grad_from_input(T z, T y) {
+  if constexpr (A == Act::Tanh) return T(1) - y * y;
+  else return z > T(0) ? T(1) : T(0);
+}
+
+}  // namespace fusedrnn::act

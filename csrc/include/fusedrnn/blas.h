@@ -1,0 +1,19 @@
+// Row-major GEMM on top of the BLAS the package links (OpenBLAS from scipy-openblas32).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace fusedrnn::blas {
+
+// C[M,N] = alpha * op(A) op(B) + beta * C, all row-major; op(X) = X^T when the flag is set.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+          int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+int num_threads();
+void set_num_threads(int n);
+std::string corename();
+std::string config();
+
+}  // namespace fusedrnn::blas

@@ -1,0 +1,23 @@
+"""fusedrnn: fused LSTM, GRU and RNN kernels (forward and backward) for NumPy.
+
+Conventions (shapes, gate order, lengths): docs/conventions.md and README.md.
+"""
+
+from ._blas import load_core as _load_core
+
+_core = _load_core()
+
+from . import ops, reference  # noqa: E402
+from ._info import build_info, cuda_available, get_num_threads, set_num_threads  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ops",
+    "reference",
+    "build_info",
+    "cuda_available",
+    "get_num_threads",
+    "set_num_threads",
+    "__version__",
+]

@@ -1,0 +1,47 @@
+"""Build facts and thread control."""
+
+from __future__ import annotations
+
+import os
+
+from . import _core
+
+
+def build_info() -> dict:
+    """What this build and CPU use: kernel instruction set, BLAS, threads, CUDA."""
+    return {
+        "version": _version(),
+        "isa": _core.isa(),
+        "best_isa": _core.best_isa(),
+        "blas": "OpenBLAS (scipy-openblas32)",
+        "blas_core": _core.blas_corename(),
+        "blas_config": _core.blas_config().strip(),
+        "num_threads": get_num_threads(),
+        "cuda_compiled": bool(_core.cuda_compiled),
+        "cuda_available": cuda_available(),
+    }
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def cuda_available() -> bool:
+    """True when the CUDA kernels are compiled in and a GPU is present."""
+    return False if not _core.cuda_compiled else bool(getattr(_core, "cuda_device_count", lambda: 0)())
+
+
+def get_num_threads() -> int:
+    """Threads the kernels use (the BLAS thread pool)."""
+    return int(_core.blas_num_threads())
+
+
+def set_num_threads(n: int) -> None:
+    """Use n threads (n >= 1) for the kernels."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _core.blas_set_num_threads(min(n, os.cpu_count() or n))

@@ -1,0 +1,234 @@
+"""Functional API over the fused kernels: NumPy in, NumPy out.
+
+Each cell has a forward over the whole sequence and a backward that consumes the forward's
+cache.  Shapes and equations are those of ``docs/conventions.md`` (time-major ``x`` of shape
+(T, B, I); torch.nn gate order and weight layout).  The signatures match
+``fusedrnn.reference``, plus ``training``:
+
+    out, h_n, c_n, cache = lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, *, w_hr=None,
+                                        lengths=None, reverse=False, activation='tanh',
+                                        training=False)
+    grads = lstm_backward(cache, dout=None, dh_n=None, dc_n=None)
+    out, h_n, cache = gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, *, lengths=None,
+                                  reverse=False, training=False)
+    out, h_n, cache = rnn_forward(..., nonlinearity='tanh', training=False)
+
+``cache`` is None unless ``training=True``.  ``grads`` is a dict with 'dx', 'dh0', 'dw_ih',
+'dw_hh', 'db_ih', 'db_hh', and for the LSTM 'dc0' (and 'dw_hr' with a projection).
+
+Dtypes: float32 or float64, taken from ``x``; every other array must have the same dtype
+(TypeError otherwise).  Integer, boolean, complex and float16 arrays are rejected with a
+TypeError (convert float16 with ``.astype(np.float32)``).  Non-contiguous arrays are accepted
+(copied).  ``None`` for a bias or a state means zeros.  Every shape and value error is a
+ValueError naming the argument, the shape expected and the shape received.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _core
+
+__all__ = [
+    "lstm_forward",
+    "lstm_backward",
+    "gru_forward",
+    "gru_backward",
+    "rnn_forward",
+    "rnn_backward",
+    "ForwardCache",
+]
+
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _array(value, name: str, dtype=None) -> np.ndarray:
+    """value as a C-contiguous float array; dtype None means 'float32 or float64'."""
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except Exception as exc:  # ragged lists and other non-arrays
+            raise TypeError(f"{name} must be an array of floats, got {type(value).__name__}") from exc
+    if arr.dtype not in _FLOATS:
+        hint = " (convert it with .astype(np.float32))" if arr.dtype == np.float16 else ""
+        if dtype is None:
+            raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}{hint}")
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)} (the dtype of x), got {arr.dtype}{hint}")
+    if dtype is not None and arr.dtype != dtype:
+        raise TypeError(f"{name} has dtype {arr.dtype} but x has dtype {np.dtype(dtype)}; "
+                        "pass every array in one dtype")
+    return np.ascontiguousarray(arr)
+
+
+def _shaped(value, name: str, shape: tuple, dtype, what: str) -> np.ndarray:
+    arr = _array(value, name, dtype)
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {what} = {_fmt(shape)}, got {_fmt(arr.shape)}")
+    return arr
+
+
+def _lengths(lengths, T: int, B: int):
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+    if arr.shape != (B,):
+        raise ValueError(f"lengths must have shape (B,) = ({B},), got {_fmt(arr.shape)}")
+    if arr.size and (arr.min() < 1 or arr.max() > T):
+        raise ValueError(f"lengths must lie in 1..T = 1..{T}, got values from {arr.min()} to {arr.max()}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _choice(value, name: str) -> str:
+    if value not in ("tanh", "relu"):
+        raise ValueError(f"{name} must be 'tanh' or 'relu', got {value!r}")
+    return value
+
+
+@dataclass
+class ForwardCache:
+    """What a training forward keeps for its backward (opaque to users)."""
+
+    cell: str
+    x: np.ndarray
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    w_hr: np.ndarray | None
+    lengths: np.ndarray | None
+    reverse: bool
+    activation: str
+    workspace: np.ndarray
+    B: int
+    H: int
+    P: int
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes kept for backward beyond the inputs (the workspace)."""
+        return int(self.workspace.nbytes)
+
+
+def _forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, activation, training):
+    G = _GATES[cell]
+    x = _array(x, "x")
+    if x.ndim != 3:
+        raise ValueError(f"x must be 3-D (T, B, I), got shape {_fmt(x.shape)}")
+    T, B, I = x.shape
+    if min(T, B, I) < 1:
+        raise ValueError(f"x must have T, B, I >= 1, got shape {_fmt(x.shape)}")
+    dt = x.dtype
+    w_ih = _array(w_ih, "w_ih", dt)
+    if w_ih.ndim != 2 or w_ih.shape[0] < G or w_ih.shape[0] % G or w_ih.shape[1] != I:
+        raise ValueError(f"w_ih must have shape (G*H, I) with G = {G} ({cell}) and I = {I} from x, "
+                         f"got {_fmt(w_ih.shape)}")
+    H = w_ih.shape[0] // G
+    P = H
+    if w_hr is not None:
+        if cell != "lstm":
+            raise ValueError("w_hr (projection) exists only for the LSTM")
+        w_hr = _array(w_hr, "w_hr", dt)
+        if w_hr.ndim != 2 or w_hr.shape[1] != H or w_hr.shape[0] < 1:
+            raise ValueError(f"w_hr must have shape (P, H) with H = {H}, got {_fmt(w_hr.shape)}")
+        P = w_hr.shape[0]
+    w_hh = _shaped(w_hh, "w_hh", (G * H, P), dt, "(G*H, P)")
+    zeros_b = np.zeros(G * H, dt)
+    b_ih = zeros_b if b_ih is None else _shaped(b_ih, "b_ih", (G * H,), dt, "(G*H,)")
+    b_hh = zeros_b if b_hh is None else _shaped(b_hh, "b_hh", (G * H,), dt, "(G*H,)")
+    h0 = np.zeros((B, P), dt) if h0 is None else _shaped(h0, "h0", (B, P), dt, "(B, P)")
+    if cell == "lstm":
+        c0 = np.zeros((B, H), dt) if c0 is None else _shaped(c0, "c0", (B, H), dt, "(B, H)")
+    lengths = _lengths(lengths, T, B)
+    reverse = _flag(reverse, "reverse")
+    training = _flag(training, "training")
+    activation = _choice(activation, "nonlinearity" if cell == "rnn" else "activation")
+
+    fn = getattr(_core, f"{cell}_forward")
+    out, h_n, c_n, ws = fn(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse, activation, training)
+    cache = None
+    if training:
+        cache = ForwardCache(cell, x, w_ih, w_hh, w_hr, lengths, reverse, activation, ws, B, H, P)
+    return out, h_n, c_n, cache
+
+
+def _backward(cell, cache, dout, dh_n, dc_n):
+    if cache is None:
+        raise RuntimeError("backward needs the cache of a forward run with training=True; "
+                           "this forward ran with training=False")
+    if not isinstance(cache, ForwardCache):
+        raise TypeError(f"cache must be the ForwardCache returned by {cell}_forward, got {type(cache).__name__}")
+    if cache.cell != cell:
+        raise TypeError(f"cache comes from {cache.cell}_forward, not {cell}_forward")
+    dt = cache.x.dtype
+    T, B = cache.x.shape[:2]
+    P, H = cache.P, cache.H
+    dout = np.zeros((T, B, P), dt) if dout is None else _shaped(dout, "dout", (T, B, P), dt, "(T, B, P)")
+    dh_n = np.zeros((B, P), dt) if dh_n is None else _shaped(dh_n, "dh_n", (B, P), dt, "(B, P)")
+    if cell == "lstm":
+        dc_n = np.zeros((B, H), dt) if dc_n is None else _shaped(dc_n, "dc_n", (B, H), dt, "(B, H)")
+    fn = getattr(_core, f"{cell}_backward")
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = fn(
+        cache.x, cache.w_ih, cache.w_hh, cache.w_hr, cache.lengths, cache.reverse,
+        cache.activation, cache.workspace, dout, dh_n, dc_n)
+    grads = {"dx": dx, "dh0": dh0, "dw_ih": dw_ih, "dw_hh": dw_hh, "db_ih": db_ih, "db_hh": db_hh}
+    if cell == "lstm":
+        grads["dc0"] = dc0
+        if cache.w_hr is not None:
+            grads["dw_hr"] = dw_hr
+    return grads
+
+
+def lstm_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, w_hr=None,
+                 lengths=None, reverse=False, activation="tanh", training=False):
+    """LSTM over the whole sequence.  Returns (out, h_n, c_n, cache); cache is None unless
+    training.  ``activation='relu'`` replaces both tanh's; ``w_hr`` (P, H) is torch's
+    projection (proj_size = P)."""
+    return _forward("lstm", x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, activation, training)
+
+
+def lstm_backward(cache, dout=None, dh_n=None, dc_n=None):
+    """Gradients of an LSTM training forward: dict with dx, dh0, dc0, dw_ih, dw_hh, db_ih,
+    db_hh (and dw_hr).  None for dout/dh_n/dc_n means zero."""
+    return _backward("lstm", cache, dout, dh_n, dc_n)
+
+
+def gru_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, lengths=None, reverse=False,
+                training=False):
+    """GRU over the whole sequence.  Returns (out, h_n, cache); cache is None unless training."""
+    out, h_n, _, cache = _forward("gru", x, w_ih, w_hh, b_ih, b_hh, h0, None, None, lengths, reverse,
+                                  "tanh", training)
+    return out, h_n, cache
+
+
+def gru_backward(cache, dout=None, dh_n=None):
+    """Gradients of a GRU training forward: dict with dx, dh0, dw_ih, dw_hh, db_ih, db_hh."""
+    return _backward("gru", cache, dout, dh_n, None)
+
+
+def rnn_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, lengths=None, reverse=False,
+                nonlinearity="tanh", training=False):
+    """Elman RNN (tanh or relu) over the whole sequence.  Returns (out, h_n, cache)."""
+    out, h_n, _, cache = _forward("rnn", x, w_ih, w_hh, b_ih, b_hh, h0, None, None, lengths, reverse,
+                                  nonlinearity, training)
+    return out, h_n, cache
+
+
+def rnn_backward(cache, dout=None, dh_n=None):
+    """Gradients of an RNN training forward: dict with dx, dh0, dw_ih, dw_hh, db_ih, db_hh."""
+    return _backward("rnn", cache, dout, dh_n, None)

@@ -1,0 +1,107 @@
+"""Shared test helpers: the rng fixture, the one tolerance table, case builders.
+
+Import the plain helpers in a test module with
+    from conftest import TOL, assert_close, make_case, GATES
+(pytest puts this directory on sys.path when it loads this conftest).
+"""
+
+import numpy as np
+import pytest
+
+# Number of stacked gates per cell.
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+# The one tolerance table, keyed by dtype.  The error measured is
+#     max|actual - expected| / max(1, max|expected|)
+# and must be <= rtol (atol is kept for callers that want np.allclose-style checks).
+TOL = {
+    np.float32: dict(rtol=1e-5, atol=1e-5),
+    np.float64: dict(rtol=1e-10, atol=1e-10),
+}
+
+
+def tol(dtype):
+    """Tolerance entry for a dtype given as np.float32, np.dtype('float32'), 'float32', ..."""
+    return TOL[np.dtype(dtype).type]
+
+
+def max_error(actual, expected):
+    """max|actual - expected| / max(1, max|expected|), computed in float64."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise AssertionError(f"shape mismatch: {a.shape} vs {e.shape}")
+    if a.size == 0:
+        return 0.0
+    scale = max(1.0, float(np.max(np.abs(e))))
+    return float(np.max(np.abs(a - e))) / scale
+
+
+def assert_close(actual, expected, dtype, what, rtol=None):
+    """Assert actual ~= expected under the dtype's tolerance, scaled by max(1, max|expected|).
+
+    rtol overrides the table (for checks whose error budget is not the dtype's
+    rounding, e.g. finite differences); prints the max error and `what` on failure.
+    """
+    if rtol is None:
+        rtol = tol(dtype)["rtol"]
+    a = np.asarray(actual)
+    e = np.asarray(expected)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != expected {e.shape}"
+    assert np.all(np.isfinite(a)), f"{what}: non-finite values in actual"
+    err = max_error(a, e)
+    if not err <= rtol:
+        diff = np.abs(a.astype(np.float64) - e.astype(np.float64))
+        worst = np.unravel_index(np.argmax(diff), diff.shape) if diff.ndim else ()
+        pytest.fail(f"{what}: max scaled error {err:.3e} > rtol {rtol:.1e} "
+                    f"(worst at index {worst}: actual {a[worst]!r}, expected {e[worst]!r})")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def make_lengths(rng, T, B):
+    """(B,) int64 lengths in 1..T with at least one equal to T."""
+    lengths = rng.integers(1, T + 1, size=B)
+    lengths[rng.integers(B)] = T
+    return lengths.astype(np.int64)
+
+
+def make_case(rng, cell, T, B, I, H, dtype, *, proj=0, bias=True, with_state=True,
+              lengths=False):
+    """Random inputs for one layer, as a dict ready to splat into the forward functions.
+
+    Keys: x, w_ih, w_hh, b_ih, b_hh, h0, lengths, and for 'lstm' also c0 and w_hr.
+    Absent things are None: biases when bias=False, h0/c0 when with_state=False,
+    w_hr when proj=0 (LSTM only), lengths when lengths=False.  Weights are
+    uniform(-k, k) with k = 1/sqrt(H) like torch; x and the states are standard normal.
+    """
+    if cell not in GATES:
+        raise ValueError(f"unknown cell {cell!r}")
+    if proj and cell != "lstm":
+        raise ValueError("proj is for the LSTM only")
+    G = GATES[cell]
+    P = proj if proj else H
+    k = 1.0 / np.sqrt(H)
+
+    def uni(*shape):
+        return rng.uniform(-k, k, size=shape).astype(dtype)
+
+    def normal(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    case = dict(
+        x=normal(T, B, I),
+        w_ih=uni(G * H, I),
+        w_hh=uni(G * H, P),
+        b_ih=uni(G * H) if bias else None,
+        b_hh=uni(G * H) if bias else None,
+        h0=normal(B, P) if with_state else None,
+    )
+    if cell == "lstm":
+        case["c0"] = normal(B, H) if with_state else None
+        case["w_hr"] = uni(P, H) if proj else None
+    case["lengths"] = make_lengths(rng, T, B) if lengths else None
+    return case
