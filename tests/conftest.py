@@ -105,3 +105,61 @@ def make_case(rng, cell, T, B, I, H, dtype, *, proj=0, bias=True, with_state=Tru
         case["w_hr"] = uni(P, H) if proj else None
     case["lengths"] = make_lengths(rng, T, B) if lengths else None
     return case
+
+
+# ----------------------------------------------------------------------------
+# helpers shared by test_kernels.py, test_errors.py and test_torch_parity.py
+# ----------------------------------------------------------------------------
+
+# (cell, activation) for every cell variant; activation is None for the GRU.
+CELL_CONFIGS = {
+    "lstm-tanh": ("lstm", "tanh"),
+    "lstm-relu": ("lstm", "relu"),
+    "gru": ("gru", None),
+    "rnn-tanh": ("rnn", "tanh"),
+    "rnn-relu": ("rnn", "relu"),
+}
+
+
+def act_kwargs(cell, act):
+    """The activation keyword of a cell's forward: activation= (LSTM), nonlinearity= (RNN)."""
+    if cell == "lstm":
+        return {"activation": act}
+    if cell == "rnn":
+        return {"nonlinearity": act}
+    return {}
+
+
+def run_forward(mod, cell, act, case, **opts):
+    """Forward of `mod` (fusedrnn.ops or fusedrnn.reference) on a make_case dict.
+
+    Returns (out, h_n, c_n or None, cache) for every cell.  opts go to the forward
+    (lengths, reverse, training, ...); case keys that are None for the cell are dropped.
+    """
+    kw = dict(case)
+    if cell != "lstm":
+        kw.pop("c0", None)
+        kw.pop("w_hr", None)
+    kw.update(act_kwargs(cell, act))
+    kw.update(opts)
+    if cell == "lstm":
+        return mod.lstm_forward(**kw)
+    fwd = mod.gru_forward if cell == "gru" else mod.rnn_forward
+    out, h_n, cache = fwd(**kw)
+    return out, h_n, None, cache
+
+
+def run_backward(mod, cell, cache, dout=None, dh_n=None, dc_n=None):
+    """Backward of `mod` for any cell (dc_n only reaches the LSTM)."""
+    if cell == "lstm":
+        return mod.lstm_backward(cache, dout, dh_n, dc_n)
+    bwd = mod.gru_backward if cell == "gru" else mod.rnn_backward
+    return bwd(cache, dout, dh_n)
+
+
+def make_cotangents(rng, out, h_n, c_n, dtype):
+    """Nonzero random dout, dh_n (and dc_n when c_n is not None) in dtype."""
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dh_n = rng.standard_normal(h_n.shape).astype(dtype)
+    dc_n = None if c_n is None else rng.standard_normal(c_n.shape).astype(dtype)
+    return dout, dh_n, dc_n

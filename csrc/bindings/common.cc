@@ -23,6 +23,8 @@ Seq geometry(const CellSpec& cell, const py::array& x, const py::array& w_ih, co
   q.H = GH / cell.gates;
   q.P = q.H;
   if (!w_hr.is_none()) {
+    if (!cell.has_c)
+      throw py::value_error(std::string("w_hr (a projection) exists only for the LSTM, not the ") + cell.name);
     py::array hr = w_hr.cast<py::array>();
     if (hr.ndim() != 2 || hr.shape(1) != q.H || hr.shape(0) < 1)
       throw py::value_error("w_hr must be (P, " + std::to_string(q.H) + "), got shape " + shape_str(hr));

@@ -5,6 +5,7 @@
 #include "common.h"
 #include "fusedrnn/blas.h"
 #include "fusedrnn/kernels.h"
+#include "fusedrnn/threading.h"
 
 namespace fusedrnn::bind {
 void bind_lstm(py::module_& m);
@@ -20,11 +21,12 @@ PYBIND11_MODULE(_core, m) {
   bind::bind_gru(m);
   bind::bind_rnn(m);
 
-  m.def("blas_num_threads", &blas::num_threads, "Threads the BLAS uses.");
-  m.def("blas_set_num_threads", [](int n) {
+  m.def("num_threads", &num_threads, "Threads the kernels use.");
+  m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
-    blas::set_num_threads(n);
-  }, py::arg("n"));
+    set_num_threads(n);
+  }, py::arg("n"), "Threads for the kernels' own loop and for the BLAS.");
+  m.def("blas_num_threads", &blas::num_threads, "Threads the BLAS uses.");
   m.def("blas_corename", &blas::corename, "The BLAS kernel family chosen for this CPU.");
   m.def("blas_config", &blas::config);
   m.def("isa", &cpu::isa, "Instruction set of the elementwise kernels in use.");

@@ -13,6 +13,7 @@ struct GruCell {
   static constexpr int64_t kGates = gru::kGates;
   static constexpr bool kHasCell = false;
   static constexpr bool kSeparateDgh = true;  // n's W_hh rows see r * dn, its W_ih rows dn
+  static constexpr bool kDirectPath = true;   // h' = ... + z * h
   int64_t H;
 
   int64_t width() const { return gru::ws_width(H); }
@@ -20,14 +21,15 @@ struct GruCell {
   int64_t off_hcore() const { return 0; }  // no projection
 
   template <bool Training>
-  void forward_row(const T* __restrict xp, const T* __restrict hp, const T* __restrict bhh,
+  void forward_row(int64_t cnt, const T* __restrict xp, int64_t xs, const T* __restrict hp,
+                   int64_t hs, const T* __restrict bih, const T* __restrict bhh,
                    const T* __restrict h_in, const T* /*c_in*/, T* __restrict h_out,
                    T* /*c_out*/, T* __restrict ws) const {
-    for (int64_t j = 0; j < H; ++j) {
-      const T r = act::sigmoid(xp[j] + hp[j] + bhh[j]);
-      const T z = act::sigmoid(xp[H + j] + hp[H + j] + bhh[H + j]);
-      const T hn = hp[2 * H + j] + bhh[2 * H + j];
-      const T n = act::tanh_(xp[2 * H + j] + r * hn);
+    for (int64_t j = 0; j < cnt; ++j) {
+      const T r = act::sigmoid(xp[j] + bih[j] + hp[j] + bhh[j]);
+      const T z = act::sigmoid(xp[xs + j] + bih[H + j] + hp[hs + j] + bhh[H + j]);
+      const T hn = hp[2 * hs + j] + bhh[2 * H + j];
+      const T n = act::tanh_(xp[2 * xs + j] + bih[2 * H + j] + r * hn);
       h_out[j] = (T(1) - z) * n + z * h_in[j];
       if constexpr (Training) {
         ws[j] = r;
@@ -38,11 +40,11 @@ struct GruCell {
     }
   }
 
-  void backward_row(const T* __restrict ws, const T* __restrict dh, const T* /*dc_in*/,
-                    T* __restrict dgi, T* __restrict dgh, T* __restrict dh_direct,
-                    T* /*dc_out*/) const {
+  void backward_row(int64_t cnt, const T* __restrict ws, const T* __restrict dh,
+                    const T* /*dc_in*/, T* __restrict dgi, T* __restrict dgh,
+                    T* __restrict dh_direct, T* /*dc_out*/) const {
     const T* h_prev = ws + gru::off_hprev(H);
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = 0; j < cnt; ++j) {
       const T r = ws[j], z = ws[H + j], n = ws[2 * H + j], hn = ws[3 * H + j];
       // h' = (1 - z) n + z h
       dh_direct[j] = dh[j] * z;
@@ -66,7 +68,7 @@ void gru_forward(const Seq& q, Act, const Weights<T>& w, const ForwardArgs<T>& a
 
 template <typename T>
 void gru_backward(const Seq& q, Act, const Weights<T>& w, const BackwardArgs<T>& args) {
-  run_backward(q, GruCell<T>{q.H}, w, args);
+  backward_entry(q, GruCell<T>{q.H}, w, args);
 }
 
 template void gru_forward<float>(const Seq&, Act, const Weights<float>&, const ForwardArgs<float>&, bool);

@@ -13,6 +13,7 @@ struct LstmCell {
   static constexpr int64_t kGates = lstm::kGates;
   static constexpr bool kHasCell = true;
   static constexpr bool kSeparateDgh = false;
+  static constexpr bool kDirectPath = false;  // h reaches h' only through the gates
   int64_t H, P;
   bool proj;
 
@@ -21,14 +22,15 @@ struct LstmCell {
   int64_t off_hcore() const { return lstm::off_hcore(H, P); }
 
   template <bool Training>
-  void forward_row(const T* __restrict xp, const T* __restrict hp, const T* __restrict bhh,
-                   const T* /*h_in*/, const T* __restrict c_in, T* __restrict h_out,
-                   T* __restrict c_out, T* __restrict ws) const {
-    for (int64_t j = 0; j < H; ++j) {
-      const T i = act::sigmoid(xp[j] + hp[j] + bhh[j]);
-      const T f = act::sigmoid(xp[H + j] + hp[H + j] + bhh[H + j]);
-      const T g = act::apply<A>(xp[2 * H + j] + hp[2 * H + j] + bhh[2 * H + j]);
-      const T o = act::sigmoid(xp[3 * H + j] + hp[3 * H + j] + bhh[3 * H + j]);
+  void forward_row(int64_t n, const T* __restrict xp, int64_t xs, const T* __restrict hp, int64_t hs,
+                   const T* __restrict bih, const T* __restrict bhh, const T* /*h_in*/,
+                   const T* __restrict c_in, T* __restrict h_out, T* __restrict c_out,
+                   T* __restrict ws) const {
+    for (int64_t j = 0; j < n; ++j) {
+      const T i = act::sigmoid(xp[j] + bih[j] + hp[j] + bhh[j]);
+      const T f = act::sigmoid(xp[xs + j] + bih[H + j] + hp[hs + j] + bhh[H + j]);
+      const T g = act::apply<A>(xp[2 * xs + j] + bih[2 * H + j] + hp[2 * hs + j] + bhh[2 * H + j]);
+      const T o = act::sigmoid(xp[3 * xs + j] + bih[3 * H + j] + hp[3 * hs + j] + bhh[3 * H + j]);
       const T c = f * c_in[j] + i * g;
       c_out[j] = c;
       h_out[j] = o * act::apply<A>(c);
@@ -42,10 +44,10 @@ struct LstmCell {
     }
   }
 
-  void backward_row(const T* __restrict ws, const T* __restrict dh, const T* __restrict dc_in,
-                    T* __restrict dg, T* /*dgh, same as dg*/, T* __restrict dh_direct,
-                    T* __restrict dc_out) const {
-    for (int64_t j = 0; j < H; ++j) {
+  void backward_row(int64_t n, const T* __restrict ws, const T* __restrict dh,
+                    const T* __restrict dc_in, T* __restrict dg, T* /*dgh, same as dg*/,
+                    T* /*dh_direct*/, T* __restrict dc_out) const {
+    for (int64_t j = 0; j < n; ++j) {
       const T i = ws[j], f = ws[H + j], g = ws[2 * H + j], o = ws[3 * H + j];
       const T c_prev = ws[4 * H + j];
       const T c = f * c_prev + i * g;
@@ -58,7 +60,6 @@ struct LstmCell {
       dg[2 * H + j] = dct * i * act::grad_from_output<A>(g);
       dg[3 * H + j] = d_o * o * (T(1) - o);
     }
-    zero_row(dh_direct, P);  // h reaches h' only through the gates
   }
 };
 
@@ -77,8 +78,8 @@ void lstm_forward(const Seq& q, Act a, const Weights<T>& w, const ForwardArgs<T>
 
 template <typename T>
 void lstm_backward(const Seq& q, Act a, const Weights<T>& w, const BackwardArgs<T>& args) {
-  if (a == Act::Tanh) run_backward(q, make_cell<T, Act::Tanh>(q, w), w, args);
-  else run_backward(q, make_cell<T, Act::Relu>(q, w), w, args);
+  if (a == Act::Tanh) backward_entry(q, make_cell<T, Act::Tanh>(q, w), w, args);
+  else backward_entry(q, make_cell<T, Act::Relu>(q, w), w, args);
 }
 
 template void lstm_forward<float>(const Seq&, Act, const Weights<float>&, const ForwardArgs<float>&, bool);

@@ -13,6 +13,7 @@ struct RnnCell {
   static constexpr int64_t kGates = rnn::kGates;
   static constexpr bool kHasCell = false;
   static constexpr bool kSeparateDgh = false;
+  static constexpr bool kDirectPath = false;  // h reaches h' only through the gates
   int64_t H;
 
   int64_t width() const { return rnn::ws_width(H); }
@@ -20,21 +21,21 @@ struct RnnCell {
   int64_t off_hcore() const { return 0; }  // no projection
 
   template <bool Training>
-  void forward_row(const T* __restrict xp, const T* __restrict hp, const T* __restrict bhh,
+  void forward_row(int64_t n, const T* __restrict xp, int64_t /*xs*/, const T* __restrict hp,
+                   int64_t /*hs*/, const T* __restrict bih, const T* __restrict bhh,
                    const T* /*h_in*/, const T* /*c_in*/, T* __restrict h_out, T* /*c_out*/,
                    T* __restrict ws) const {
-    for (int64_t j = 0; j < H; ++j) {
-      const T h = act::apply<A>(xp[j] + hp[j] + bhh[j]);
+    for (int64_t j = 0; j < n; ++j) {
+      const T h = act::apply<A>(xp[j] + bih[j] + hp[j] + bhh[j]);
       h_out[j] = h;
       if constexpr (Training) ws[j] = h;
     }
   }
 
-  void backward_row(const T* __restrict ws, const T* __restrict dh, const T* /*dc_in*/,
-                    T* __restrict dg, T* /*dgh, same as dg*/, T* __restrict dh_direct,
-                    T* /*dc_out*/) const {
-    for (int64_t j = 0; j < H; ++j) dg[j] = dh[j] * act::grad_from_output<A>(ws[j]);
-    zero_row(dh_direct, H);
+  void backward_row(int64_t n, const T* __restrict ws, const T* __restrict dh,
+                    const T* /*dc_in*/, T* __restrict dg, T* /*dgh, same as dg*/,
+                    T* /*dh_direct*/, T* /*dc_out*/) const {
+    for (int64_t j = 0; j < n; ++j) dg[j] = dh[j] * act::grad_from_output<A>(ws[j]);
   }
 };
 
@@ -48,8 +49,8 @@ void rnn_forward(const Seq& q, Act a, const Weights<T>& w, const ForwardArgs<T>&
 
 template <typename T>
 void rnn_backward(const Seq& q, Act a, const Weights<T>& w, const BackwardArgs<T>& args) {
-  if (a == Act::Tanh) run_backward(q, RnnCell<T, Act::Tanh>{q.H}, w, args);
-  else run_backward(q, RnnCell<T, Act::Relu>{q.H}, w, args);
+  if (a == Act::Tanh) backward_entry(q, RnnCell<T, Act::Tanh>{q.H}, w, args);
+  else backward_entry(q, RnnCell<T, Act::Relu>{q.H}, w, args);
 }
 
 template void rnn_forward<float>(const Seq&, Act, const Weights<float>&, const ForwardArgs<float>&, bool);

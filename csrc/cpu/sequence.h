@@ -7,7 +7,8 @@
 //           weight gradients are single GEMMs over all steps at the end.
 //
 // A Cell provides (see lstm.cc, gru.cc, rnn.cc):
-//   kGates, kHasCell (LSTM's c), kSeparateDgh (GRU: the W_hh gradient rows differ from W_ih's)
+//   kGates, kHasCell (LSTM's c), kSeparateDgh (GRU: the W_hh gradient rows differ from W_ih's),
+//   kDirectPath (GRU: h' depends on h outside the gates; backward_row then writes dh_direct)
 //   width(), off_hprev(), off_hcore()      workspace layout
 //   forward_row<Training>(xp, hp, b_hh, h_in, c_in, h_out, c_out, ws_row)
 //   backward_row(ws_row, dh, dc_in, dgi, dgh, dh_direct, dc_out)
@@ -15,6 +16,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "fusedrnn/blas.h"
@@ -39,14 +41,14 @@ void zero_padding(const Seq& q, T* a, int64_t n) {
     for (int64_t t = q.length(b); t < q.T; ++t) zero_row(a + (t * q.B + b) * n, n);
 }
 
-// The input projection xp[t] = x[t] W_ih^T + b_ih for the steps a chunk covers.  When every
+// The input projection xp[t] = x[t] W_ih^T for the steps a chunk covers (the cells add b_ih).  When every
 // step reads a single time index the chunk holds a few steps (bounded memory); otherwise
 // (reverse direction with ragged lengths) it holds all T.
 template <typename T>
 class InputProjection {
  public:
-  InputProjection(const Seq& q, const T* x, const T* w_ih, const T* b_ih, int64_t GH)
-      : q_(q), x_(x), w_ih_(w_ih), b_ih_(b_ih), GH_(GH) {
+  InputProjection(const Seq& q, const T* x, const T* w_ih, int64_t GH)
+      : q_(q), x_(x), w_ih_(w_ih), GH_(GH) {
     if (q.time_uniform()) {
       // Enough rows per GEMM to run near BLAS peak, without a [T, B, G*H] buffer.
       steps_ = std::max<int64_t>(1, std::min<int64_t>(q.T, (1024 + q.B - 1) / q.B));
@@ -75,17 +77,13 @@ class InputProjection {
  private:
   void project(int64_t t0, int64_t n) {
     t0_ = t0;
-    T* out = buf_.data();
-    const int64_t rows = n * q_.B;
-    for (int64_t r = 0; r < rows; ++r) copy_row(out + r * GH_, b_ih_, GH_);
-    blas::gemm<T>(false, true, rows, GH_, q_.I, T(1), x_ + t0 * q_.B * q_.I, q_.I, w_ih_, q_.I,
-                  T(1), out, GH_);
+    blas::gemm<T>(false, true, n * q_.B, GH_, q_.I, T(1), x_ + t0 * q_.B * q_.I, q_.I, w_ih_, q_.I,
+                  T(0), buf_.data(), GH_);
   }
 
   const Seq& q_;
   const T* x_;
   const T* w_ih_;
-  const T* b_ih_;
   int64_t GH_, steps_ = 0, next_ = 0, t0_ = 0;
   std::vector<T> buf_;
 };
@@ -96,7 +94,7 @@ void run_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Forw
   const int64_t W = cell.width();
   const bool proj = w.w_hr != nullptr;
 
-  InputProjection<T> xp(q, a.x, w.w_ih, w.b_ih, GH);
+  InputProjection<T> xp(q, a.x, w.w_ih, GH);
   std::vector<T> hp(B * GH);          // h W_hh^T of one step
   std::vector<T> hcore(B * H);        // the cell's h' before the projection
   std::vector<T> h(B * P), h_next(B * P);
@@ -122,7 +120,7 @@ void run_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Forw
       }
       T* wrow = Training ? a.ws + (t * B + b) * W : nullptr;
       if constexpr (Training) copy_row(wrow + cell.off_hprev(), h.data() + b * P, P);
-      cell.template forward_row<Training>(xp.row(t, b), hp.data() + b * GH, w.b_hh,
+      cell.template forward_row<Training>(H, xp.row(t, b), H, hp.data() + b * GH, H, w.b_ih, w.b_hh,
                                           h.data() + b * P,
                                           Cell::kHasCell ? c.data() + b * H : nullptr,
                                           hcore.data() + b * H, c_out, wrow);
@@ -157,9 +155,33 @@ void column_sums(const T* a, int64_t rows, int64_t cols, T* out) {
   }
 }
 
+// After the time loop: dx and the weight and bias gradients as single GEMMs over all steps.
+// dgi / dgh: gate gradients [T, B, G*H] (the W_ih and W_hh rows; the same array except for the
+// GRU), zero at padded rows.
+template <typename T, class Cell>
+void whole_sequence_gradients(const Seq& q, const Cell& cell, const Weights<T>& w,
+                              const BackwardArgs<T>& a, const T* dgi, const T* dgh) {
+  const int64_t TB = q.T * q.B, GH = Cell::kGates * q.H, I = q.I, W = cell.width();
+  blas::gemm<T>(false, false, TB, I, GH, T(1), dgi, GH, w.w_ih, I, T(0), a.dx, I);
+  // Padded steps of x are never read: a NaN there must not reach dW_ih through 0 * NaN.
+  const T* x = a.x;
+  std::vector<T> x_clean;
+  bool padded = false;
+  for (int64_t b = 0; b < q.B && !padded; ++b) padded = q.length(b) < q.T;
+  if (padded) {
+    x_clean.assign(a.x, a.x + TB * I);
+    zero_padding(q, x_clean.data(), I);
+    x = x_clean.data();
+  }
+  blas::gemm<T>(true, false, GH, I, TB, T(1), dgi, GH, x, I, T(0), a.dw_ih, I);
+  blas::gemm<T>(true, false, GH, q.P, TB, T(1), dgh, GH, a.ws + cell.off_hprev(), W, T(0), a.dw_hh, q.P);
+  column_sums(dgi, TB, GH, a.db_ih);
+  column_sums(dgh, TB, GH, a.db_hh);
+}
+
 template <typename T, class Cell>
 void run_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const BackwardArgs<T>& a) {
-  const int64_t B = q.B, H = q.H, P = q.P, I = q.I, GH = Cell::kGates * H;
+  const int64_t B = q.B, H = q.H, P = q.P, GH = Cell::kGates * H;
   const int64_t W = cell.width(), TB = q.T * B;
   const bool proj = w.w_hr != nullptr;
   const bool uniform = q.time_uniform();
@@ -208,7 +230,8 @@ void run_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const Bac
         continue;
       }
       const int64_t r = t * B + b;
-      cell.backward_row(a.ws + r * W, dcell + b * H, Cell::kHasCell ? dc.data() + b * H : nullptr,
+      if constexpr (!Cell::kDirectPath) zero_row(dh_next.data() + b * P, P);
+      cell.backward_row(H, a.ws + r * W, dcell + b * H, Cell::kHasCell ? dc.data() + b * H : nullptr,
                         dgi.data() + r * GH, dgh + r * GH, dh_next.data() + b * P, dc_out);
       if (!uniform) copy_row(dstep.data() + b * GH, dgh + r * GH, GH);
     }
@@ -221,24 +244,45 @@ void run_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const Bac
   copy_row(a.dh0, dh.data(), B * P);
   if constexpr (Cell::kHasCell) copy_row(a.dc0, dc.data(), B * H);
 
-  // Whole-sequence GEMMs.
-  blas::gemm<T>(false, false, TB, I, GH, T(1), dgi.data(), GH, w.w_ih, I, T(0), a.dx, I);
-  blas::gemm<T>(true, false, GH, I, TB, T(1), dgi.data(), GH, a.x, I, T(0), a.dw_ih, I);
-  blas::gemm<T>(true, false, GH, P, TB, T(1), dgh, GH, a.ws + cell.off_hprev(), W, T(0), a.dw_hh, P);
-  column_sums(dgi.data(), TB, GH, a.db_ih);
-  column_sums(dgh, TB, GH, a.db_hh);
+  whole_sequence_gradients(q, cell, w, a, dgi.data(), dgh);
   if (proj) {
     blas::gemm<T>(true, false, P, H, TB, T(1), dht.data(), P, a.ws + cell.off_hcore(), W, T(0),
                   a.dw_hr, H);
   }
 }
 
-// Entry-point helpers: turn the runtime flags into template arguments.
+}  // namespace fusedrnn::cpu::FUSEDRNN_ISA
+
+#include "fused_loop.h"
+
+namespace fusedrnn::cpu::FUSEDRNN_ISA {
+
+// Entry points: pick the loop and turn the runtime flags into template arguments.  float32
+// without a projection takes the packed, threaded loop where the build has AVX-512.
 template <typename T, class Cell>
 void forward_entry(const Seq& q, const Cell& cell, const Weights<T>& w, const ForwardArgs<T>& a,
                    bool training) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (!w.w_hr) {
+      if (training) fused_forward<Cell, true>(q, cell, w, a);
+      else fused_forward<Cell, false>(q, cell, w, a);
+      return;
+    }
+  }
+#endif
   if (training) run_forward<T, Cell, true>(q, cell, w, a);
   else run_forward<T, Cell, false>(q, cell, w, a);
+}
+
+template <typename T, class Cell>
+void backward_entry(const Seq& q, const Cell& cell, const Weights<T>& w, const BackwardArgs<T>& a) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (!w.w_hr) return fused_backward(q, cell, w, a);
+  }
+#endif
+  run_backward(q, cell, w, a);
 }
 
 }  // namespace fusedrnn::cpu::FUSEDRNN_ISA

@@ -8,11 +8,15 @@ from ._blas import load_core as _load_core
 _core = _load_core()
 
 from . import ops, reference  # noqa: E402
+from .layers import GRU, LSTM, RNN  # noqa: E402
 from ._info import build_info, cuda_available, get_num_threads, set_num_threads  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LSTM",
+    "GRU",
+    "RNN",
     "ops",
     "reference",
     "build_info",

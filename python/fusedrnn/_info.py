@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from . import _core
 
 
@@ -34,8 +32,8 @@ def cuda_available() -> bool:
 
 
 def get_num_threads() -> int:
-    """Threads the kernels use (the BLAS thread pool)."""
-    return int(_core.blas_num_threads())
+    """Threads the kernels use (their own time loop and the BLAS pool)."""
+    return int(_core.num_threads())
 
 
 def set_num_threads(n: int) -> None:
@@ -44,4 +42,4 @@ def set_num_threads(n: int) -> None:
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    _core.blas_set_num_threads(min(n, os.cpu_count() or n))
+    _core.set_num_threads(n)

@@ -13,7 +13,8 @@ cache.  Shapes and equations are those of ``docs/conventions.md`` (time-major ``
                                   reverse=False, training=False)
     out, h_n, cache = rnn_forward(..., nonlinearity='tanh', training=False)
 
-``cache`` is None unless ``training=True``.  ``grads`` is a dict with 'dx', 'dh0', 'dw_ih',
+``cache`` is None unless ``training=True``.  It holds references to ``x`` and the weights
+(no copies): modifying them in place between forward and backward changes the gradients.  ``grads`` is a dict with 'dx', 'dh0', 'dw_ih',
 'dw_hh', 'db_ih', 'db_hh', and for the LSTM 'dc0' (and 'dw_hr' with a projection).
 
 Dtypes: float32 or float64, taken from ``x``; every other array must have the same dtype

@@ -1,0 +1,215 @@
+// The float32 time loop of the AVX-512 build: weights packed once per call, threads that own
+// disjoint blocks of hidden units for the whole sequence, GEMM and elementwise fused per block.
+//
+// Why it is shaped this way:
+// * Rows of a batch are independent but hidden units are not (every unit of h feeds every gate),
+//   so threads split the gate columns.  The weight columns are packed interleaved per block of
+//   U units ([i f g o] of units j0..j0+U-1 side by side), so the thread that computes a block's
+//   gate pre-activations also applies the cell to them while they are in cache.  One barrier
+//   per step publishes the new h.
+// * Backward splits dh by units the same way: a thread turns its units' dh into their gate
+//   gradients, a barrier publishes the step's gate gradients, and each thread multiplies them
+//   by its own columns of W_hh.  Gate gradients are double-buffered by step parity, so the next
+//   step's elementwise pass can start while the other thread still reads the previous one.
+// * The input projection is computed by the same packed kernel in chunks of steps inside the
+//   parallel region (no BLAS threads compete with the loop); the whole-sequence weight
+//   gradients after the loop go to BLAS.
+#pragma once
+
+#if defined(__AVX512F__)
+
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "fusedrnn/blas.h"
+#include "fusedrnn/common.h"
+#include "fusedrnn/threading.h"
+#include "packed_gemm.h"
+
+namespace fusedrnn::cpu::FUSEDRNN_ISA {
+
+// Contiguous share [begin, end) of n items for thread tid of nt.
+inline void share(int64_t n, int tid, int nt, int64_t& begin, int64_t& end) {
+  begin = n * tid / nt;
+  end = n * (tid + 1) / nt;
+}
+
+// Threads worth using for a step of `flops`: below ~0.2 MFLOP a barrier costs more than it saves.
+inline int threads_for(int64_t flops, int64_t blocks) {
+  const int want = fusedrnn::num_threads();
+  if (flops < 200000) return 1;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, blocks)));
+}
+
+template <class Cell>
+struct ForwardLayout {
+  static constexpr int64_t G = Cell::kGates;
+  static constexpr int64_t U = G == 1 ? 64 : 16;  // hidden units per panel
+  static constexpr int NV = static_cast<int>(G * U / 16);
+  static constexpr int64_t NR = G * U;             // columns per panel
+};
+
+template <class Cell, bool Training>
+void fused_forward(const Seq& q, const Cell& cell, const Weights<float>& w,
+                   const ForwardArgs<float>& a) {
+  using L = ForwardLayout<Cell>;
+  constexpr int64_t G = L::G, U = L::U, NR = L::NR;
+  constexpr int NV = L::NV;
+  const int64_t B = q.B, H = q.H, I = q.I, W = cell.width();
+  const int64_t npan = (H + U - 1) / U, ld = npan * NR;
+
+  // Steps per input-projection chunk (all T when rows read different times at a step).
+  const int64_t chunk = q.time_uniform() ? std::max<int64_t>(1, std::min<int64_t>(q.T, (1024 + B - 1) / B)) : q.T;
+  packed::Buffer wih(npan * I * NR), whh(npan * H * NR), xp(chunk * B * ld), hp(B * ld);
+  std::vector<float> h(a.h0, a.h0 + B * H), h_next(B * H), c, c_next;
+  if constexpr (Cell::kHasCell) {
+    c.assign(a.c0, a.c0 + B * H);
+    c_next.resize(B * H);
+  }
+  zero_padding(q, a.out, H);
+  if constexpr (Training) zero_padding(q, a.ws, W);
+  const int nt = threads_for(2 * B * G * H * (H + I), npan);
+
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num();
+    int64_t p0, p1;
+    share(npan, tid, omp_get_num_threads(), p0, p1);
+    // Panel p, column c = gate * U + u  <-  weight row gate * H + p * U + u.
+    for (int64_t p = p0; p < p1; ++p) {
+      auto col_row = [&](int c) -> int64_t {
+        const int64_t unit = p * U + c % U;
+        return unit < H ? (c / U) * H + unit : -1;
+      };
+      packed::pack_rows<NV>(w.w_ih, I, I, col_row, wih.data() + p * I * NR);
+      packed::pack_rows<NV>(w.w_hh, H, H, col_row, whh.data() + p * H * NR);
+    }
+    float* hc = h.data();
+    float* hn = h_next.data();
+    float* cc = Cell::kHasCell ? c.data() : nullptr;
+    float* cn = Cell::kHasCell ? c_next.data() : nullptr;
+    int64_t next = 0, t0 = 0;
+
+    for (int64_t s = 0; s < q.T; ++s) {
+      if (s >= next) {  // project the next chunk of steps through this thread's panels
+        const int64_t n = std::min(chunk, q.T - s);
+        t0 = chunk == q.T ? 0 : (q.reverse ? q.T - s - n : s);
+        for (int64_t p = p0; p < p1; ++p)
+          packed::panel_gemm<NV>(n * B, I, a.x + t0 * B * I, I, wih.data() + p * I * NR,
+                                 xp.data() + p * NR, ld, false);
+        next = chunk == q.T ? q.T : s + n;
+      }
+      for (int64_t p = p0; p < p1; ++p)
+        packed::panel_gemm<NV>(B, H, hc, H, whh.data() + p * H * NR, hp.data() + p * NR, ld, false);
+
+      const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U);
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t t = q.time_of(s, b);
+        if (t < 0) {
+          copy_row(hn + b * H + j0, hc + b * H + j0, j1 - j0);
+          if constexpr (Cell::kHasCell) copy_row(cn + b * H + j0, cc + b * H + j0, j1 - j0);
+          continue;
+        }
+        const float* xrow = xp.data() + ((t - t0) * B + b) * ld;
+        float* wrow = Training ? a.ws + (t * B + b) * W : nullptr;
+        if constexpr (Training) copy_row(wrow + cell.off_hprev() + j0, hc + b * H + j0, j1 - j0);
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t j = p * U, n = std::min(U, H - j);
+          cell.template forward_row<Training>(
+              n, xrow + p * NR, U, hp.data() + b * ld + p * NR, U, w.b_ih + j, w.b_hh + j,
+              hc + b * H + j, Cell::kHasCell ? cc + b * H + j : nullptr, hn + b * H + j,
+              Cell::kHasCell ? cn + b * H + j : nullptr, Training ? wrow + j : nullptr);
+        }
+        copy_row(a.out + (t * B + b) * H + j0, hn + b * H + j0, j1 - j0);
+      }
+      std::swap(hc, hn);
+      if constexpr (Cell::kHasCell) std::swap(cc, cn);
+#pragma omp barrier
+    }
+    const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U);
+    for (int64_t b = 0; b < B; ++b) {
+      copy_row(a.h_n + b * H + j0, hc + b * H + j0, j1 - j0);
+      if constexpr (Cell::kHasCell) copy_row(a.c_n + b * H + j0, cc + b * H + j0, j1 - j0);
+    }
+  }
+}
+
+template <class Cell>
+void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
+                    const BackwardArgs<float>& a) {
+  constexpr int64_t G = Cell::kGates;
+  constexpr int NV = 4;
+  constexpr int64_t U = 16 * NV;  // dh units per panel
+  const int64_t B = q.B, H = q.H, GH = G * H, W = cell.width(), TB = q.T * B;
+  const int64_t npan = (H + U - 1) / U, ldh = npan * U;
+
+  std::vector<float> dgi(TB * GH, 0.0f);
+  std::vector<float> dgh_own(Cell::kSeparateDgh ? TB * GH : 0, 0.0f);
+  float* dgh = Cell::kSeparateDgh ? dgh_own.data() : dgi.data();
+  packed::Buffer whh(npan * GH * U), step0(B * GH), step1(B * GH);
+  std::vector<float> dh(B * ldh, 0.0f), dh_next(B * ldh, 0.0f), dc, dc_next;
+  for (int64_t b = 0; b < B; ++b) copy_row(dh.data() + b * ldh, a.dh_n + b * H, H);
+  if constexpr (Cell::kHasCell) {
+    dc.assign(a.dc_n, a.dc_n + B * H);
+    dc_next.resize(B * H);
+  }
+  const int nt = threads_for(2 * B * GH * H, npan);
+
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num();
+    int64_t p0, p1;
+    share(npan, tid, omp_get_num_threads(), p0, p1);
+    // dh = dG W_hh: panel p holds columns p*U.. of W_hh [GH, H].
+    for (int64_t p = p0; p < p1; ++p) packed::pack_cols<NV>(w.w_hh, H, GH, H, p * U, whh.data() + p * GH * U);
+    const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U), nj = j1 - j0;
+    std::vector<float> dtot(nj > 0 ? nj : 1);
+    float* dhc = dh.data();
+    float* dhn = dh_next.data();
+    float* dcc = Cell::kHasCell ? dc.data() : nullptr;
+    float* dcn = Cell::kHasCell ? dc_next.data() : nullptr;
+
+    for (int64_t s = q.T - 1; s >= 0; --s) {
+      float* step = (s & 1) ? step1.data() : step0.data();
+      if (nj > 0) {
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t t = q.time_of(s, b);
+          float* srow = step + b * GH;
+          if (t < 0) {  // finished rows pass their state gradient through untouched
+            copy_row(dhn + b * ldh + j0, dhc + b * ldh + j0, nj);
+            if constexpr (Cell::kHasCell) copy_row(dcn + b * H + j0, dcc + b * H + j0, nj);
+            for (int64_t g = 0; g < G; ++g) zero_row(srow + g * H + j0, nj);
+            continue;
+          }
+          const int64_t r = t * B + b;
+          const float* dout = a.dout + r * H + j0;
+          const float* dhb = dhc + b * ldh + j0;
+          for (int64_t j = 0; j < nj; ++j) dtot[j] = dhb[j] + dout[j];
+          if constexpr (!Cell::kDirectPath) zero_row(dhn + b * ldh + j0, nj);
+          cell.backward_row(nj, a.ws + r * W + j0, dtot.data(),
+                            Cell::kHasCell ? dcc + b * H + j0 : nullptr, dgi.data() + r * GH + j0,
+                            dgh + r * GH + j0, dhn + b * ldh + j0,
+                            Cell::kHasCell ? dcn + b * H + j0 : nullptr);
+          for (int64_t g = 0; g < G; ++g) copy_row(srow + g * H + j0, dgh + r * GH + g * H + j0, nj);
+        }
+      }
+#pragma omp barrier
+      for (int64_t p = p0; p < p1; ++p)
+        packed::panel_gemm<NV>(B, GH, step, GH, whh.data() + p * GH * U, dhn + p * U, ldh, true);
+      std::swap(dhc, dhn);
+      if constexpr (Cell::kHasCell) std::swap(dcc, dcn);
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      copy_row(a.dh0 + b * H + j0, dhc + b * ldh + j0, nj);
+      if constexpr (Cell::kHasCell) copy_row(a.dc0 + b * H + j0, dcc + b * H + j0, nj);
+    }
+  }
+
+  whole_sequence_gradients(q, cell, w, a, dgi.data(), dgh);
+}
+
+}  // namespace fusedrnn::cpu::FUSEDRNN_ISA
+
+#endif  // __AVX512F__

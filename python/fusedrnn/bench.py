@@ -1,0 +1,407 @@
+"""The measuring engine of `fusedrnn bench`: validate a case, time its contenders, measure memory.
+
+For each case:
+
+1. Validation.  Every contender runs the case (at a reduced size when the case is large, see
+   ``Case.validation_case``) and its outputs and gradients are compared with the NumPy
+   reference run in float64 on the same values.  A case where any contender disagrees is not
+   timed and reports FAILED.
+2. Timing.  Warm-up calls, then rounds: in every round each contender runs a block of calls,
+   one contender after the other (round robin), so a drift of the machine hits all of them
+   alike.  Before a contender's block the process waits until the thread pools of the
+   previous one are idle: an OpenBLAS pool keeps polling for ~0.1 s after a call, an OpenMP
+   pool for a few ms, and on a small machine that polling steals cores from whoever runs
+   next.  The first call of a short block is untimed (it brings the pool back up).  Blocks
+   are sized so that every contender gets at least ``repeats`` calls and ``min_time``
+   seconds of timed calls in about five rounds.
+3. Memory.  One more call per contender, measuring its peak extra memory (see MEMORY_HELP).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import gc
+import math
+import os
+import threading
+import time
+import tracemalloc
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from . import bench_contenders
+from .bench_cases import Case, Inputs, make_inputs
+
+# Validation tolerance per dtype, on max|actual - oracle| / max(1, max|oracle|) for every
+# output and gradient.  The oracle is float64, so float32 contenders carry their own rounding
+# (sums over I+H terms in the products, over T*B terms in weight gradients).
+TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
+
+ROUNDS = 5  # blocks are sized to finish in about this many rounds
+MIN_ROUNDS = 3
+MAX_ROUNDS = 50
+PROBE_STEPS = 4  # the numpy reference's cost is estimated from a call on this many steps
+
+TIMING_HELP = (
+    "Timing: --warmup calls per contender, then rounds in which every contender runs a block of "
+    "calls in turn (round robin), until each has at least --repeats timed calls and --min-time "
+    "seconds of them (at least 3 rounds). Before each block the process waits (at most --settle "
+    "seconds) until the previous contender's worker threads are idle; a short block starts with "
+    "one untimed call. Reported: the median of the per-call times, the interquartile range and "
+    "the minimum. The numpy reference is skipped ('skipped (slow)') when a call on 4 steps, "
+    "scaled to T, predicts more than --numpy-limit seconds for its warm-up and repeats."
+)
+
+
+@dataclass
+class Settings:
+    contenders: tuple = ("fusedrnn", "numpy", "torch")
+    warmup: int = 2
+    repeats: int = 5
+    min_time: float = 0.3
+    numpy_limit: float = 30.0
+    settle: float = 0.5
+    seed: int = 0
+    memory: bool = True
+
+
+# ----------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------
+
+def max_error(actual, expected) -> float:
+    """max|actual - expected| / max(1, max|expected|) in float64; inf for non-finite values."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        return math.inf
+    if a.size == 0:
+        return 0.0
+    if not np.all(np.isfinite(a)):
+        return math.inf
+    return float(np.max(np.abs(a - e))) / max(1.0, float(np.max(np.abs(e))))
+
+
+def validate(case: Case, contenders, seed: int = 0) -> dict:
+    """Compare each contender with the float64 reference on case.validation_case().
+
+    Returns {"status": "ok" | "FAILED", "T", "B", "tolerance", "contenders": {name: {"max_error",
+    "worst"} or {"error"}}}; "worst" names the output or gradient with the largest error.
+    """
+    vcase = case.validation_case()
+    inputs = make_inputs(vcase, seed)
+    oracle = bench_contenders.make("numpy", vcase, inputs.astype(np.float64))
+    expected = oracle.results(oracle.run())
+    tol = TOLERANCE[case.dtype]
+    report = {"status": "ok", "T": vcase.T, "B": vcase.B, "tolerance": tol, "contenders": {}}
+    for name in contenders:
+        try:
+            contender = bench_contenders.make(name, vcase, inputs)
+            got = contender.results(contender.run())
+        except Exception as exc:  # a contender that raises is as wrong as one that miscomputes
+            report["contenders"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+            report["status"] = "FAILED"
+            continue
+        missing = sorted(set(expected) - set(got))
+        if missing:
+            report["contenders"][name] = {"error": f"missing results: {', '.join(missing)}"}
+            report["status"] = "FAILED"
+            continue
+        errors = {key: max_error(got[key], expected[key]) for key in expected}
+        worst = max(errors, key=errors.get)
+        report["contenders"][name] = {"max_error": errors[worst], "worst": worst}
+        if not errors[worst] <= tol:
+            report["status"] = "FAILED"
+    return report
+
+
+def validation_summary(report: dict) -> str:
+    """One line: 'ok (max error 3.1e-07, T=8 B=4)' or what failed."""
+    size = f"T={report['T']} B={report['B']}"
+    if report["status"] == "ok":
+        worst = max(r["max_error"] for r in report["contenders"].values()) if report["contenders"] else 0.0
+        return f"ok (max error {worst:.1e}, at {size})"
+    parts = []
+    for name, r in report["contenders"].items():
+        if "error" in r:
+            parts.append(f"{name} raised {r['error']}")
+        elif not r["max_error"] <= report["tolerance"]:
+            parts.append(f"{name} {r['worst']} max error {r['max_error']:.2e} > {report['tolerance']:.0e}")
+    return f"FAILED at {size}: " + "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------
+# threads of this process
+# ----------------------------------------------------------------------------
+
+def settle(limit: float) -> float:
+    """Wait until no other thread of this process is runnable, at most `limit` seconds.
+
+    Worker pools poll for a while after a call before they sleep (OpenBLAS ~2^28 cycles, ~0.1 s;
+    OpenMP a few ms).  Without /proc the wait is a plain sleep of min(limit, 0.15) s.
+    Returns the seconds waited.
+    """
+    start = time.perf_counter()
+    if limit <= 0:
+        return 0.0
+    if not os.path.isdir("/proc/self/task"):
+        time.sleep(min(limit, 0.15))
+        return time.perf_counter() - start
+    me = threading.get_native_id()
+    while time.perf_counter() - start < limit:
+        if not any(_runnable(tid) for tid in os.listdir("/proc/self/task") if int(tid) != me):
+            break
+        time.sleep(0.001)
+    return time.perf_counter() - start
+
+
+def _runnable(tid: str) -> bool:
+    try:
+        with open(f"/proc/self/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:  # the thread exited
+        return False
+    return stat[stat.rfind(")") + 2:][:1] == "R"
+
+
+# ----------------------------------------------------------------------------
+# memory
+# ----------------------------------------------------------------------------
+
+MEMORY_HELP = (
+    "peak MiB: the peak resident memory of the process during one call minus its resident memory "
+    "just before it (Linux: VmHWM, reset through /proc/self/clear_refs), measured after warm-up and "
+    "after returning freed heap memory to the OS (malloc_trim). It counts everything the call "
+    "touches: outputs, training caches, gradients, workspaces, torch's tensors; not the inputs and "
+    "weights, which exist before the call, nor one-time thread and BLAS buffers. Where "
+    "/proc/self/clear_refs is missing it falls back to tracemalloc, which sees NumPy arrays only "
+    "(torch then shows n/a); the output header names the method used."
+)
+
+
+@functools.lru_cache(maxsize=None)
+def memory_method() -> str:
+    """'rss' where the peak resident size can be reset (Linux), else 'tracemalloc'."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _status_kib("VmHWM")
+    except (OSError, KeyError, ValueError):
+        return "tracemalloc"
+    return "rss"
+
+
+try:
+    _malloc_trim = ctypes.CDLL(None).malloc_trim
+except (OSError, AttributeError):  # not glibc
+    _malloc_trim = None
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_extra_bytes(fn, name: str):
+    """Peak extra memory of one call of fn (see MEMORY_HELP); None when it cannot be measured."""
+    gc.collect()
+    if memory_method() == "tracemalloc":
+        if name == "torch":
+            return None
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            ret = fn()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        del ret
+        return max(0, peak - before)
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current resident size
+    before = _status_kib("VmRSS")
+    ret = fn()
+    peak = _status_kib("VmHWM")
+    del ret
+    return max(0, peak - before) * 1024
+
+
+# ----------------------------------------------------------------------------
+# timing
+# ----------------------------------------------------------------------------
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    ret = fn()
+    elapsed = time.perf_counter() - start
+    del ret  # freeing the results is not part of the call
+    return elapsed
+
+
+def estimate_call(name: str, case: Case, inputs: Inputs) -> float:
+    """Seconds one call of contender `name` should take, from a call on PROBE_STEPS steps."""
+    steps = min(case.T, PROBE_STEPS)
+    probe = Inputs(inputs.x[:steps], inputs.params, inputs.h0, inputs.c0,
+                   None if inputs.dout is None else inputs.dout[:steps])
+    contender = bench_contenders.make(name, replace(case, T=steps), probe)
+    return _timed(contender.run) * case.T / steps
+
+
+def time_contenders(contenders: dict, settings: Settings) -> dict:
+    """Per-call times in seconds for each contender, round robin (see the module docstring)."""
+    names = list(contenders)
+    estimate = {}
+    gc.collect()
+    gc_enabled = gc.isenabled()
+    gc.disable()  # a collection in the middle of one contender's call is noise, not its cost
+    try:
+        for _ in range(settings.warmup):
+            for name in names:
+                settle(settings.settle)
+                contenders[name].release()
+                estimate[name] = _timed(contenders[name].run)
+        block = {name: max(1, math.ceil(max(settings.repeats, settings.min_time / max(estimate[name], 1e-9))
+                                        / ROUNDS)) for name in names}
+        samples = {name: [] for name in names}
+        rounds = 0
+        while True:
+            for name in names:
+                contender = contenders[name]
+                settle(settings.settle)
+                if block[name] > 1:
+                    contender.release()
+                    _timed(contender.run)  # untimed: wakes the pool after the wait
+                for _ in range(block[name]):
+                    contender.release()
+                    samples[name].append(_timed(contender.run))
+            rounds += 1
+            done = all(len(s) >= settings.repeats and sum(s) >= settings.min_time for s in samples.values())
+            if (done and rounds >= MIN_ROUNDS) or rounds >= MAX_ROUNDS:
+                return samples
+    finally:
+        if gc_enabled:
+            gc.enable()
+
+
+def statistics(samples) -> dict:
+    s = np.asarray(samples) * 1e3
+    q1, median, q3 = np.percentile(s, [25, 50, 75])
+    return {"median_ms": float(median), "q1_ms": float(q1), "q3_ms": float(q3),
+            "iqr_ms": float(q3 - q1), "min_ms": float(s.min()), "calls": int(s.size)}
+
+
+# ----------------------------------------------------------------------------
+# other processes
+# ----------------------------------------------------------------------------
+
+def _cpu_seconds():
+    """(busy seconds of the whole machine, CPU seconds of this process); None without /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: idle and iowait are the idle ones
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def other_load(before, after, wall: float):
+    """Fraction of all CPUs that other processes (and the hypervisor) used over `wall` seconds."""
+    if before is None or after is None or wall <= 0:
+        return None
+    others = (after[0] - before[0]) - (after[1] - before[1])
+    return min(1.0, max(0.0, others / (wall * (os.cpu_count() or 1))))
+
+
+# ----------------------------------------------------------------------------
+# one case
+# ----------------------------------------------------------------------------
+
+def run_case(case: Case, settings: Settings) -> dict:
+    """Validate, time and measure one case.  Returns a JSON-ready dict:
+
+    case (the configuration), label, flops, validation (see validate), and results: per
+    contender a status ('ok', 'skipped (slow)', 'not timed (validation failed)') with, when
+    timed, median_ms, q1_ms, q3_ms, iqr_ms, min_ms, calls, gflops, speedup (the contender's
+    median over fusedrnn's: how many times faster fusedrnn is) and peak_bytes; other_load, the
+    fraction of the machine's CPU time other processes took while the case ran (None if unknown).
+    """
+    started = time.perf_counter()
+    cpu_before = _cpu_seconds()
+    result = {"case": case.as_dict(), "label": case.label, "flops": case.flops, "results": {}}
+    result["validation"] = validate(case, settings.contenders, settings.seed)
+    if result["validation"]["status"] != "ok":
+        for name in settings.contenders:
+            result["results"][name] = {"status": "not timed (validation failed)"}
+        result["seconds"] = time.perf_counter() - started
+        result["other_load"] = None
+        return result
+
+    inputs = make_inputs(case, settings.seed)
+    contenders = {}
+    for name in settings.contenders:
+        if name == "numpy":
+            per_call = estimate_call(name, case, inputs)
+            if per_call * (settings.warmup + settings.repeats) > settings.numpy_limit:
+                result["results"][name] = {"status": "skipped (slow)", "estimated_ms": per_call * 1e3}
+                continue
+        contenders[name] = bench_contenders.make(name, case, inputs)
+
+    samples = time_contenders(contenders, settings) if contenders else {}
+    for name, times in samples.items():
+        entry = {"status": "ok", **statistics(times)}
+        entry["gflops"] = case.flops / (entry["median_ms"] * 1e-3) / 1e9
+        result["results"][name] = entry
+    ours = result["results"].get("fusedrnn", {}).get("median_ms")
+    for entry in result["results"].values():
+        entry["speedup"] = entry["median_ms"] / ours if ours and "median_ms" in entry else None
+
+    for name, contender in contenders.items():
+        peak = None
+        if settings.memory:
+            settle(settings.settle)
+            contender.release()
+            peak = peak_extra_bytes(contender.run, name)
+            contender.release()
+        result["results"][name]["peak_bytes"] = peak
+    # keep the order the contenders were asked for
+    result["results"] = {name: result["results"][name] for name in settings.contenders}
+    result["seconds"] = time.perf_counter() - started
+    result["other_load"] = other_load(cpu_before, _cpu_seconds(), result["seconds"])
+    return result
+
+
+# ----------------------------------------------------------------------------
+# threads
+# ----------------------------------------------------------------------------
+
+def set_threads(n: int, contenders) -> dict:
+    """Give every contender n threads.  Returns what each ended up with (for the header)."""
+    import fusedrnn
+
+    fusedrnn.set_num_threads(n)
+    threads = {"requested": n, "fusedrnn": fusedrnn.get_num_threads()}
+    if "torch" in contenders:
+        import torch
+
+        torch.set_num_threads(n)
+        threads["torch"] = torch.get_num_threads()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        threads["numpy"] = ("not set: threadpoolctl is not installed, so NumPy's BLAS uses its "
+                            "own default (all cores, or OPENBLAS_NUM_THREADS)")
+    else:
+        threadpool_limits(limits=n, user_api="blas")
+        threads["numpy"] = n
+        fusedrnn.set_num_threads(n)  # threadpoolctl also reaches fusedrnn's BLAS; keep ours as asked
+    return threads

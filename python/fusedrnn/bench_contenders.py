@@ -1,0 +1,196 @@
+"""How each contender of `fusedrnn bench` runs a case.
+
+A contender is built for one case and its inputs.  ``run()`` is what gets timed: a forward in
+``fwd`` mode (inference: ``training=False``, torch under ``inference_mode``), a forward plus a
+backward with every gradient in ``fwdbwd`` mode.  ``results(run())`` turns what it returned
+into named NumPy arrays for validation; it is never timed.
+
+* fusedrnn: ``fusedrnn.ops``, one single-layer call per layer and direction.
+* numpy: ``fusedrnn.reference`` through the same Python stacking code (it always keeps its
+  cache, so its forward costs the same in both modes).
+* torch: ``torch.nn.LSTM/GRU/RNN`` with ``num_layers`` and ``bidirectional``, holding copies
+  of the same weights; gradients with respect to the input, the initial states and every
+  parameter.
+
+The names of the results: out (T, B, D*H), h_n and c_n (layers*D, B, H), dx, dh0, dc0, and
+per layer and direction dw_ih_l0, dw_hh_l0, db_ih_l0, db_hh_l0 (suffix _reverse for the
+reverse direction), as torch names its parameters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops, reference
+from .bench_cases import Case, Inputs
+
+CONTENDERS = ("fusedrnn", "numpy", "torch")
+_PARAMS = ("w_ih", "w_hh", "b_ih", "b_hh")
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make(name: str, case: Case, inputs: Inputs):
+    """The contender `name` for a case."""
+    if name == "fusedrnn":
+        return _Stacked(ops, case, inputs, kernel_training=True)
+    if name == "numpy":
+        return _Stacked(reference, case, inputs, kernel_training=False)
+    if name == "torch":
+        return _Torch(case, inputs)
+    raise ValueError(f"contender must be one of {', '.join(CONTENDERS)}, got {name!r}")
+
+
+def _suffix(direction: int) -> str:
+    return "_reverse" if direction else ""
+
+
+class _Stacked:
+    """Layers and directions of single-layer ops from `module` (fusedrnn.ops or the reference)."""
+
+    def __init__(self, module, case: Case, inputs: Inputs, kernel_training: bool):
+        self.case = case
+        self.inputs = inputs
+        self.forward_fn = getattr(module, f"{case.cell}_forward")
+        self.backward_fn = getattr(module, f"{case.cell}_backward")
+        # fusedrnn.ops takes training=; the reference has no such flag (it always caches)
+        self.kernel_training = kernel_training
+
+    def _forward(self, training: bool):
+        case, inp = self.case, self.inputs
+        D = case.directions
+        x = inp.x
+        h_n, c_n, caches = [], [], []
+        for layer in range(case.layers):
+            outs = []
+            for d in range(D):
+                k = layer * D + d
+                p = inp.params[layer][d]
+                kw = {"reverse": bool(d)}
+                if self.kernel_training:
+                    kw["training"] = training
+                if case.cell == "lstm":
+                    out, h, c, cache = self.forward_fn(x, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"],
+                                                       inp.h0[k], inp.c0[k], **kw)
+                else:
+                    out, h, cache = self.forward_fn(x, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"],
+                                                    inp.h0[k], **kw)
+                    c = None
+                outs.append(out)
+                h_n.append(h)
+                c_n.append(c)
+                caches.append(cache)
+            x = outs[0] if D == 1 else np.concatenate(outs, axis=2)
+        return x, h_n, c_n, caches
+
+    def _backward(self, caches):
+        case = self.case
+        D, H = case.directions, case.H
+        dout = self.inputs.dout
+        grads, dh0, dc0 = {}, [None] * len(caches), [None] * len(caches)
+        for layer in reversed(range(case.layers)):
+            dx = None
+            for d in range(D):
+                k = layer * D + d
+                g = self.backward_fn(caches[k], dout if D == 1 else dout[:, :, d * H:(d + 1) * H])
+                dx = g["dx"] if dx is None else dx + g["dx"]
+                dh0[k] = g["dh0"]
+                dc0[k] = g.get("dc0")
+                for name in _PARAMS:
+                    grads[f"d{name}_l{layer}{_suffix(d)}"] = g[f"d{name}"]
+            dout = dx  # the gradient reaching the layer below is this layer's dx
+        grads["dx"] = dout
+        grads["dh0"] = dh0
+        grads["dc0"] = dc0
+        return grads
+
+    def run(self):
+        if self.case.mode == "fwd":
+            return self._forward(training=False)[:3], None
+        out, h_n, c_n, caches = self._forward(training=True)
+        return (out, h_n, c_n), self._backward(caches)
+
+    def release(self):
+        """Drop anything kept between calls (nothing here)."""
+
+    def results(self, ret) -> dict:
+        (out, h_n, c_n), grads = ret
+        res = {"out": out, "h_n": np.stack(h_n)}
+        if self.case.cell == "lstm":
+            res["c_n"] = np.stack(c_n)
+        if grads is not None:
+            for name, value in grads.items():
+                if name in ("dh0", "dc0"):
+                    if self.case.cell == "lstm" or name == "dh0":
+                        res[name] = np.stack(value)
+                else:
+                    res[name] = value
+        return res
+
+
+class _Torch:
+    """torch.nn holding copies of the case's weights."""
+
+    def __init__(self, case: Case, inputs: Inputs):
+        import torch
+
+        self.torch = torch
+        self.case = case
+        module_type = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[case.cell]
+        kw = {"nonlinearity": "tanh"} if case.cell == "rnn" else {}
+        dtype = torch.float32 if case.dtype == "float32" else torch.float64
+        self.module = module_type(case.I, case.H, num_layers=case.layers, bias=True,
+                                  bidirectional=case.bidirectional, dtype=dtype, **kw)
+        with torch.no_grad():
+            for layer, per_direction in enumerate(inputs.params):
+                for d, p in enumerate(per_direction):
+                    for name in _PARAMS:
+                        weight_name = name.replace("w_", "weight_").replace("b_", "bias_")
+                        target = getattr(self.module, f"{weight_name}_l{layer}{_suffix(d)}")
+                        target.copy_(torch.from_numpy(p[name]))
+        training = case.mode == "fwdbwd"
+        self.x = torch.from_numpy(inputs.x).requires_grad_(training)
+        self.h0 = torch.from_numpy(inputs.h0).requires_grad_(training)
+        self.c0 = None if inputs.c0 is None else torch.from_numpy(inputs.c0).requires_grad_(training)
+        self.dout = None if inputs.dout is None else torch.from_numpy(inputs.dout)
+
+    def _state(self):
+        return self.h0 if self.c0 is None else (self.h0, self.c0)
+
+    def release(self):
+        self.module.zero_grad(set_to_none=True)
+        for t in (self.x, self.h0, self.c0):
+            if t is not None:
+                t.grad = None
+
+    def run(self):
+        if self.case.mode == "fwd":
+            with self.torch.inference_mode():
+                return self.module(self.x, self._state())
+        self.release()  # a training step starts from zero_grad(set_to_none=True)
+        out, state = self.module(self.x, self._state())
+        out.backward(self.dout)
+        return out, state
+
+    def results(self, ret) -> dict:
+        out, state = ret
+        h_n, c_n = state if self.case.cell == "lstm" else (state, None)
+        res = {"out": out.detach().numpy(), "h_n": h_n.detach().numpy()}
+        if c_n is not None:
+            res["c_n"] = c_n.detach().numpy()
+        if self.case.mode == "fwdbwd":
+            res["dx"] = self.x.grad.numpy()
+            res["dh0"] = self.h0.grad.numpy()
+            if self.c0 is not None:
+                res["dc0"] = self.c0.grad.numpy()
+            for name, param in self.module.named_parameters():
+                # weight_ih_l0_reverse -> dw_ih_l0_reverse
+                short = name.replace("weight_", "w_").replace("bias_", "b_")
+                res["d" + short] = param.grad.numpy()
+        return res

@@ -1,0 +1,631 @@
+"""torch.nn-shaped LSTM, GRU and RNN layers over the fused kernels: NumPy in, NumPy out.
+
+    lstm = LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                dropout=0.0, bidirectional=False, proj_size=0, activation='tanh',
+                dtype='float32', seed=None)
+    out, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None)
+    dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n)=None)
+    out, h_n = gru(x, h0=None, lengths=None);  dx, dh0 = gru.backward(dout, dh_n=None)
+
+Shapes are torch's: x is (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched;
+states are (num_layers * num_directions, B, H) (h is P-sized for a projected LSTM); out is
+(T, B, num_directions * P).  ``lengths`` gives each sequence's length in a right-padded batch;
+the results are torch's with pack_padded_sequence (zeros in ``out`` past each length).  Cell
+equations, gate order and the lengths/reverse semantics: docs/conventions.md.
+
+The interface other modules build on:
+    params        dict name -> array, torch's state_dict names; updated in place by optimisers
+    grads         same keys; backward adds (+=) into it, zero_grad() clears it
+    forward / __call__, backward, train(), eval(), training
+    get_config() / from_config(), state_dict() / load_state_dict(), save() / load()
+
+A training forward keeps, per layer and direction, the kernels' cache (which references the
+layer's input and weight arrays rather than copying them), so modify neither between a
+forward and its backward.  One backward per training forward, as in torch.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import _npz, ops
+from .keras_import import from_keras_weights, to_keras_weights
+
+__all__ = ["LSTM", "GRU", "RNN"]
+
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+_FILE_FORMAT = 1
+# Constructor defaults, so repr() shows only what differs (as torch's does).
+_DEFAULTS = dict(num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False,
+                 proj_size=0, activation="tanh", nonlinearity="tanh", dtype="float32")
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _act(value, name: str) -> str:
+    if value not in ("tanh", "relu"):
+        raise ValueError(f"{name} must be 'tanh' or 'relu', got {value!r}")
+    return value
+
+
+def _dtype(value) -> np.dtype:
+    try:
+        dt = np.dtype(value)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {value!r}") from exc
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dt}")
+    return dt
+
+
+class _Trace:
+    """What a training forward keeps for its backward."""
+
+    def __init__(self, layers, batched, T, B):
+        self.layers = layers  # per layer: ([ops cache per direction], dropout mask or None)
+        self.batched = batched
+        self.T, self.B = T, B
+
+
+class _RNNBase:
+    """Shared machinery; the concrete classes only fix the cell and its options."""
+
+    _cell = ""  # 'lstm' | 'gru' | 'rnn'
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, proj_size=0, act="tanh",
+                 dtype="float32", seed=None):
+        self.input_size = _int(input_size, "input_size", 1)
+        self.hidden_size = _int(hidden_size, "hidden_size", 1)
+        self.num_layers = _int(num_layers, "num_layers", 1)
+        self.bias = _bool(bias, "bias")
+        self.batch_first = _bool(batch_first, "batch_first")
+        self.bidirectional = _bool(bidirectional, "bidirectional")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+            raise TypeError(f"dropout must be a number in [0, 1], got {type(dropout).__name__}")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1], got {dropout}")
+        self.dropout = float(dropout)
+        if self.dropout > 0 and self.num_layers == 1:
+            # As torch: dropout acts between layers only, so one layer never uses it.
+            warnings.warn(f"dropout={self.dropout} has no effect with num_layers=1: dropout is "
+                          "applied between stacked layers only", UserWarning, stacklevel=3)
+        self.proj_size = _int(proj_size, "proj_size", 0)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size = {self.hidden_size}, "
+                             f"got {self.proj_size}")
+        self._act = act
+        self.dtype = _dtype(dtype)
+        if seed is not None and not isinstance(seed, np.random.Generator) and (
+                isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise TypeError(f"seed must be None, an int or a numpy.random.Generator, "
+                            f"got {type(seed).__name__}")
+        # An int seed is remembered for get_config(); a Generator is shared, not copied.
+        self._seed = int(seed) if isinstance(seed, numbers.Integral) else None
+        self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+        self.num_directions = 2 if self.bidirectional else 1
+        self.training = True
+        self._trace = None
+        self._trace_state = "none"  # 'none' | 'train' | 'eval' | 'used'
+        self.params = {name: np.empty(shape, self.dtype) for name, shape in self._param_shapes()}
+        self.grads = {name: np.zeros(shape, self.dtype) for name, shape in self._param_shapes()}
+        self.reset_parameters()
+
+    # --- configuration --------------------------------------------------------------------
+
+    @property
+    def _P(self) -> int:
+        """Size of h (and of each direction's output): proj_size if set, else hidden_size."""
+        return self.proj_size or self.hidden_size
+
+    def _slots(self):
+        """(layer, direction, name suffix) in torch's parameter order."""
+        for layer in range(self.num_layers):
+            for direction in range(self.num_directions):
+                yield layer, direction, f"_l{layer}" + ("_reverse" if direction else "")
+
+    def _param_shapes(self):
+        G, H, P = _GATES[self._cell], self.hidden_size, self._P
+        for layer, _, sfx in self._slots():
+            I = self.input_size if layer == 0 else self.num_directions * P
+            yield "weight_ih" + sfx, (G * H, I)
+            yield "weight_hh" + sfx, (G * H, P)
+            if self.bias:
+                yield "bias_ih" + sfx, (G * H,)
+                yield "bias_hh" + sfx, (G * H,)
+            if self.proj_size:
+                yield "weight_hr" + sfx, (P, H)
+
+    def get_config(self) -> dict:
+        """The constructor arguments (JSON-able); ``type(self).from_config(cfg)`` rebuilds the
+        layer with fresh weights.  ``seed`` is None unless an int was given."""
+        cfg = dict(input_size=self.input_size, hidden_size=self.hidden_size,
+                   num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                   dropout=self.dropout, bidirectional=self.bidirectional)
+        cfg.update(self._extra_config())
+        cfg.update(dtype=self.dtype.name, seed=self._seed)
+        return cfg
+
+    def _extra_config(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: Mapping):
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        cfg = self.get_config()
+        shown = [f"{cfg['input_size']}, {cfg['hidden_size']}"]
+        shown += [f"{k}={v!r}" for k, v in cfg.items() if k in _DEFAULTS and v != _DEFAULTS[k]]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    # --- parameters -----------------------------------------------------------------------
+
+    def reset_parameters(self) -> None:
+        """torch's initialisation: every parameter ~ uniform(-1/sqrt(H), 1/sqrt(H))."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for arr in self.params.values():
+            arr[...] = self._rng.uniform(-bound, bound, size=arr.shape)
+
+    def state_dict(self) -> dict:
+        """Copies of the parameters, keyed by torch's names, in torch's order."""
+        return {name: arr.copy() for name, arr in self.params.items()}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Copy parameters in from any array-likes keyed by torch's names (e.g. a torch
+        module's ``{k: v.numpy() for k, v in m.state_dict().items()}``).  Everything is
+        checked before anything is written; arrays keep their identity (optimisers that hold
+        them stay valid)."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping of parameter names to arrays, "
+                            f"got {type(state).__name__}")
+        missing = [k for k in self.params if k not in state]
+        if missing:
+            raise ValueError(f"state_dict is missing key {missing[0]!r} (missing: {missing}; "
+                             f"{type(self).__name__} expects {list(self.params)})")
+        unexpected = [k for k in state if k not in self.params]
+        if unexpected:
+            raise ValueError(f"state_dict has unexpected key {unexpected[0]!r} (unexpected: "
+                             f"{unexpected}; {type(self).__name__} expects {list(self.params)})")
+        staged = {}
+        for name, target in self.params.items():
+            try:
+                arr = np.asarray(state[name])
+            except Exception as exc:
+                raise TypeError(f"state_dict[{name!r}] is not an array "
+                                f"({type(state[name]).__name__}): {exc}") from exc
+            if arr.dtype == np.bool_ or arr.dtype.kind not in "fiu":
+                raise TypeError(f"state_dict[{name!r}] must hold real numbers, got dtype {arr.dtype}")
+            if arr.shape != target.shape:
+                raise ValueError(f"state_dict[{name!r}] must have shape {_fmt(target.shape)}, "
+                                 f"got {_fmt(arr.shape)}")
+            staged[name] = arr
+        for name, arr in staged.items():
+            np.copyto(self.params[name], arr, casting="unsafe")
+
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g.fill(0)
+
+    def train(self, mode: bool = True):
+        self.training = _bool(mode, "mode")
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # --- saving ---------------------------------------------------------------------------
+
+    def save(self, path) -> None:
+        """Write configuration and parameters to an .npz file at path, atomically (a failed
+        save leaves any previous file there intact).  ``load`` reads it back."""
+        header = {"format": _FILE_FORMAT, "class": type(self).__name__, "config": self.get_config()}
+        _npz.save(path, header, self.params)
+
+    @classmethod
+    def load(cls, path):
+        """A new layer built from a file written by ``save``; ``LSTM.load`` insists on an
+        LSTM file and so on (``_RNNBase.load`` accepts any of the three)."""
+        header, arrays = _npz.load(path)
+        name = header.get("class")
+        if name not in _CLASSES or header.get("format") != _FILE_FORMAT:
+            raise ValueError(f"{path} does not hold a fusedrnn layer (class {name!r}, "
+                             f"format {header.get('format')!r})")
+        klass = _CLASSES[name]
+        if cls is not _RNNBase and klass is not cls:
+            raise ValueError(f"{path} holds a {name}, not a {cls.__name__}; "
+                             f"use {name}.load")
+        layer = klass.from_config(header["config"])
+        layer.load_state_dict(arrays)
+        return layer
+
+    # --- Keras ----------------------------------------------------------------------------
+
+    def _keras_group(self) -> int:
+        return 3 if self.bias else 2
+
+    def load_keras_weights(self, weights) -> None:
+        """Load weights as Keras' ``get_weights()`` lists them for the equivalent Keras
+        stack: for each layer, for each direction (forward, then backward as in Keras'
+        Bidirectional), [kernel, recurrent_kernel] plus bias when this layer has biases.
+        Conversion rules (gate order, GRU reset_after): fusedrnn.keras_import."""
+        if self.proj_size:
+            raise ValueError("Keras has no LSTM with a projection (proj_size); "
+                             "build the layer with proj_size=0")
+        weights = list(weights)
+        per = self._keras_group()
+        expected = self.num_layers * self.num_directions * per
+        if len(weights) != expected:
+            parts = "[kernel, recurrent_kernel, bias]" if self.bias else "[kernel, recurrent_kernel]"
+            raise ValueError(f"expected {expected} arrays: {parts} for each of {self.num_layers} "
+                             f"layer(s) x {self.num_directions} direction(s), got {len(weights)}"
+                             + ("" if self.bias else " (this layer has bias=False)"))
+        state = {}
+        for i, (_, _, sfx) in enumerate(self._slots()):
+            group = weights[i * per:(i + 1) * per]
+            try:
+                conv = from_keras_weights(self._cell, *group)
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"Keras weights for {sfx[1:]}: {exc}") from exc
+            for key, value in conv.items():
+                state[key + sfx] = value
+        for name, arr in state.items():
+            if arr.shape != self.params[name].shape:
+                raise ValueError(f"Keras weights for {name} convert to shape {_fmt(arr.shape)}, "
+                                 f"this layer needs {_fmt(self.params[name].shape)}")
+        self.load_state_dict(state)
+
+    def keras_weights(self) -> list:
+        """The parameters as the equivalent Keras stack's ``get_weights()`` list (the
+        inverse of load_keras_weights; LSTM/RNN biases are summed into Keras' one bias)."""
+        if self.proj_size:
+            raise ValueError("Keras has no LSTM with a projection (proj_size)")
+        out = []
+        for _, _, sfx in self._slots():
+            p = self.params
+            b_ih = p["bias_ih" + sfx] if self.bias else None
+            b_hh = p["bias_hh" + sfx] if self.bias else None
+            out += [w.astype(self.dtype) for w in
+                    to_keras_weights(self._cell, p["weight_ih" + sfx], p["weight_hh" + sfx], b_ih, b_hh)]
+        return out
+
+    # --- input checks ---------------------------------------------------------------------
+
+    def _array(self, value, name: str) -> np.ndarray:
+        if isinstance(value, np.ndarray):
+            arr = value
+        else:
+            try:
+                arr = np.asarray(value)
+            except Exception as exc:
+                raise TypeError(f"{name} must be an array, got {type(value).__name__}") from exc
+        if arr.dtype != self.dtype:
+            # Strict, as torch: a silent cast would hide a float64 pipeline running in float32.
+            hint = f"; convert it with .astype(np.{self.dtype.name})" if arr.dtype.kind in "fiu" else ""
+            raise TypeError(f"{name} must have dtype {self.dtype} (the layer's dtype), "
+                            f"got {arr.dtype}{hint}")
+        return arr
+
+    def _layout(self, batched: bool, T: int, B: int, F: int) -> tuple:
+        if not batched:
+            return (T, F)
+        return (B, T, F) if self.batch_first else (T, B, F)
+
+    def _layout_name(self, batched: bool) -> str:
+        if not batched:
+            return "(T, features) unbatched"
+        return "(B, T, features) with batch_first=True" if self.batch_first else "(T, B, features)"
+
+    def _input(self, x):
+        """x -> (time-major (T, B, I) array, batched?)."""
+        x = self._array(x, "x")
+        if x.ndim not in (2, 3):
+            order = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise ValueError(f"x must be 3-D {order} or 2-D (T, I) for an unbatched sequence, "
+                             f"got shape {_fmt(x.shape)}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"x must have input_size = {self.input_size} features in its last axis, "
+                             f"got shape {_fmt(x.shape)}")
+        batched = x.ndim == 3
+        if not batched:
+            x = x[:, None, :]
+        elif self.batch_first:
+            x = x.transpose(1, 0, 2)
+        if x.shape[0] < 1 or x.shape[1] < 1:
+            raise ValueError(f"x must hold at least one step and one sequence, got shape {_fmt(x.shape)}")
+        return x, batched
+
+    def _state(self, value, name: str, width: int, batched: bool, B: int):
+        """A state argument (h0, c0, dh_n, dc_n) -> (L*D, B, width) array or None."""
+        if value is None:
+            return None
+        arr = self._array(value, name)
+        LD = self.num_layers * self.num_directions
+        shape = (LD, B, width) if batched else (LD, width)
+        if arr.shape != shape:
+            what = "(num_layers * num_directions, B, " if batched else "(num_layers * num_directions, "
+            what += ("P)" if width == self._P and self.proj_size else "H)")
+            extra = "" if batched else " (x is unbatched, so states are 2-D)"
+            raise ValueError(f"{name} must have shape {what} = {_fmt(shape)}{extra}, got {_fmt(arr.shape)}")
+        return arr if batched else arr[:, None, :]
+
+
+    def _lengths(self, lengths, batched: bool, T: int, B: int):
+        if lengths is None:
+            return None
+        if not batched:
+            raise ValueError("lengths needs a batched (3-D) x; an unbatched sequence has one length, T")
+        arr = np.asarray(lengths)
+        if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
+            raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+        if arr.shape != (B,):
+            raise ValueError(f"lengths must have shape (B,) = ({B},), one per sequence, got {_fmt(arr.shape)}")
+        if arr.min() < 1 or arr.max() > T:
+            raise ValueError(f"lengths must lie in 1..T = 1..{T}, got values from {arr.min()} to {arr.max()}")
+        return arr.astype(np.int64)
+
+    # --- forward / backward ---------------------------------------------------------------
+
+    def _run(self, x, sfx, h0, c0, lengths, reverse, training):
+        """One layer, one direction, through ops: (out, h_n, c_n or None, cache)."""
+        p = self.params
+        w = (x, p["weight_ih" + sfx], p["weight_hh" + sfx],
+             p.get("bias_ih" + sfx), p.get("bias_hh" + sfx))
+        kw = dict(lengths=lengths, reverse=reverse, training=training)
+        if self._cell == "lstm":
+            return ops.lstm_forward(*w, h0, c0, w_hr=p.get("weight_hr" + sfx),
+                                    activation=self._act, **kw)
+        if self._cell == "gru":
+            out, h_n, cache = ops.gru_forward(*w, h0, **kw)
+        else:
+            out, h_n, cache = ops.rnn_forward(*w, h0, nonlinearity=self._act, **kw)
+        return out, h_n, None, cache
+
+    def _dropout_mask(self, shape) -> np.ndarray:
+        # Inverted dropout: survivors are scaled by 1/(1-p) so eval needs no rescaling.
+        keep = self._rng.random(shape) >= self.dropout
+        scale = 0.0 if self.dropout >= 1.0 else 1.0 / (1.0 - self.dropout)
+        return (keep * scale).astype(self.dtype)
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _forward(self, x, h0, c0, lengths):
+        x, batched = self._input(x)
+        T, B = x.shape[:2]
+        h0 = self._state(h0, "h0", self._P, batched, B)
+        c0 = self._state(c0, "c0", self.hidden_size, batched, B)
+        lengths = self._lengths(lengths, batched, T, B)
+        training = self.training
+        # Drop any earlier trace first: eval keeps nothing, and memory is freed early.
+        self._trace, self._trace_state = None, "none"
+
+        LD, P, H = self.num_layers * self.num_directions, self._P, self.hidden_size
+        h_n = np.empty((LD, B, P), self.dtype)
+        c_n = np.empty((LD, B, H), self.dtype) if self._cell == "lstm" else None
+        layer_in, kept = x, []
+        for layer in range(self.num_layers):
+            outs, caches = [], []
+            for direction in range(self.num_directions):
+                i = layer * self.num_directions + direction
+                sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                out, h, c, cache = self._run(
+                    layer_in, sfx, None if h0 is None else h0[i], None if c0 is None else c0[i],
+                    lengths, direction == 1, training)
+                outs.append(out)
+                caches.append(cache)
+                h_n[i] = h
+                if c_n is not None:
+                    c_n[i] = c
+            layer_in = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
+            mask = None
+            if training and self.dropout > 0 and layer < self.num_layers - 1:
+                mask = self._dropout_mask(layer_in.shape)
+                layer_in = layer_in * mask
+            kept.append((caches, mask))
+
+        if training:
+            self._trace, self._trace_state = _Trace(kept, batched, T, B), "train"
+        else:
+            self._trace_state = "eval"
+        out = self._from_time_major(layer_in, batched)
+        if not batched:
+            h_n = h_n[:, 0]
+            c_n = None if c_n is None else c_n[:, 0]
+        return out, h_n, c_n
+
+    def _from_time_major(self, a, batched):
+        if not batched:
+            return a[:, 0]
+        return np.ascontiguousarray(a.transpose(1, 0, 2)) if self.batch_first else a
+
+    def _take_trace(self) -> _Trace:
+        state = self._trace_state
+        if state == "none":
+            raise RuntimeError("backward needs a forward first: call the layer in training mode "
+                               "(layer.train(), the default), then backward")
+        if state == "eval":
+            raise RuntimeError("the last forward ran in eval mode, which keeps nothing for "
+                               "backward; call layer.train() and run the forward again")
+        if state == "used":
+            raise RuntimeError("backward already ran for the last forward (its cache is freed); "
+                               "run the forward again")
+        return self._trace
+
+    def _backward(self, dout, dh_n, dc_n):
+        trace = self._take_trace()
+        batched, T, B = trace.batched, trace.T, trace.B
+        D, P, H = self.num_directions, self._P, self.hidden_size
+        if dout is None:
+            d_in = np.zeros((T, B, D * P), self.dtype)
+        else:
+            d = self._array(dout, "dout")
+            shape = self._layout(batched, T, B, D * P)
+            if d.shape != shape:
+                raise ValueError(f"dout must have the shape of out, {self._layout_name(batched)} "
+                                 f"= {_fmt(shape)}, got {_fmt(d.shape)}")
+            d_in = d[:, None, :] if not batched else (d.transpose(1, 0, 2) if self.batch_first else d)
+        dh_n = self._state(dh_n, "dh_n", P, batched, B)
+        dc_n = self._state(dc_n, "dc_n", H, batched, B)
+
+        # Validated: from here on the trace is consumed, even if a kernel raises.
+        self._trace, self._trace_state = None, "used"
+        LD = self.num_layers * D
+        dh0 = np.empty((LD, B, P), self.dtype)
+        dc0 = np.empty((LD, B, H), self.dtype) if self._cell == "lstm" else None
+        for layer in reversed(range(self.num_layers)):
+            caches, mask = trace.layers[layer]
+            if mask is not None:
+                d_in = d_in * mask
+            dx = None
+            for direction in range(D):
+                i = layer * D + direction
+                sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                g = self._run_backward(caches[direction], d_in[:, :, direction * P:(direction + 1) * P],
+                                       None if dh_n is None else dh_n[i],
+                                       None if dc_n is None else dc_n[i])
+                self._accumulate(sfx, g)
+                dh0[i] = g["dh0"]
+                if dc0 is not None:
+                    dc0[i] = g["dc0"]
+                dx = g["dx"] if dx is None else dx + g["dx"]
+            d_in = dx
+        dx = self._from_time_major(d_in, batched)
+        if not batched:
+            dh0 = dh0[:, 0]
+            dc0 = None if dc0 is None else dc0[:, 0]
+        return dx, dh0, dc0
+
+    def _run_backward(self, cache, dout, dh_n, dc_n):
+        if self._cell == "lstm":
+            return ops.lstm_backward(cache, dout, dh_n, dc_n)
+        if self._cell == "gru":
+            return ops.gru_backward(cache, dout, dh_n)
+        return ops.rnn_backward(cache, dout, dh_n)
+
+    def _accumulate(self, sfx, g):
+        self.grads["weight_ih" + sfx] += g["dw_ih"]
+        self.grads["weight_hh" + sfx] += g["dw_hh"]
+        if self.bias:
+            self.grads["bias_ih" + sfx] += g["db_ih"]
+            self.grads["bias_hh" + sfx] += g["db_hh"]
+        if self.proj_size:
+            self.grads["weight_hr" + sfx] += g["dw_hr"]
+
+
+def _state_pair(value, name: str, first: str, second: str):
+    if value is None:
+        return None, None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a tuple ({first}, {second}), got {type(value).__name__}")
+    return value[0], value[1]
+
+
+class LSTM(_RNNBase):
+    """Multi-layer LSTM with torch.nn.LSTM's arguments, plus ``activation`` ('tanh' or
+    'relu', replacing both tanh's of the cell), ``dtype`` and ``seed`` (int or Generator:
+    weight init and dropout masks).  ``out, (h_n, c_n) = lstm(x, (h0, c0), lengths)``."""
+
+    _cell = "lstm"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, activation="tanh", *,
+                 dtype="float32", seed=None):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size=proj_size, act=_act(activation, "activation"),
+                         dtype=dtype, seed=seed)
+
+    @property
+    def activation(self) -> str:
+        return self._act
+
+    def forward(self, x, hx=None, lengths=None):
+        """``out, (h_n, c_n) = lstm(x, (h0, c0), lengths)``; hx None (or either state None)
+        means zeros."""
+        h0, c0 = _state_pair(hx, "hx", "h0", "c0")
+        out, h_n, c_n = self._forward(x, h0, c0, lengths)
+        return out, (h_n, c_n)
+
+    def backward(self, dout, dhx=None):
+        """``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n))`` after a training forward,
+        in the layouts of x and h0; adds every parameter gradient into ``self.grads``.
+        None for dout or dhx (or either part of it) means zeros."""
+        dh_n, dc_n = _state_pair(dhx, "dhx", "dh_n", "dc_n")
+        dx, dh0, dc0 = self._backward(dout, dh_n, dc_n)
+        return dx, (dh0, dc0)
+
+    def _extra_config(self) -> dict:
+        return {"proj_size": self.proj_size, "activation": self._act}
+
+
+class _SingleState:
+    """forward/backward of the cells whose state is h alone (GRU, RNN)."""
+
+    def forward(self, x, h0=None, lengths=None):
+        """``out, h_n = layer(x, h0, lengths)``; h0 None means zeros."""
+        out, h_n, _ = self._forward(x, h0, None, lengths)
+        return out, h_n
+
+    def backward(self, dout, dh_n=None):
+        """``dx, dh0 = layer.backward(dout, dh_n)`` after a training forward, in the layouts
+        of x and h0; adds every parameter gradient into ``self.grads``.  None means zeros."""
+        dx, dh0, _ = self._backward(dout, dh_n, None)
+        return dx, dh0
+
+
+class GRU(_SingleState, _RNNBase):
+    """Multi-layer GRU with torch.nn.GRU's arguments, plus ``dtype`` and ``seed``.
+    ``out, h_n = gru(x, h0, lengths)``."""
+
+    _cell = "gru"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, dtype="float32", seed=None):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype=dtype, seed=seed)
+
+
+class RNN(_SingleState, _RNNBase):
+    """Multi-layer Elman RNN with torch.nn.RNN's arguments (``nonlinearity`` 'tanh' or
+    'relu'), plus ``dtype`` and ``seed``.  ``out, h_n = rnn(x, h0, lengths)``."""
+
+    _cell = "rnn"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, *, dtype="float32",
+                 seed=None):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, act=_act(nonlinearity, "nonlinearity"), dtype=dtype,
+                         seed=seed)
+
+    @property
+    def nonlinearity(self) -> str:
+        return self._act
+
+    def _extra_config(self) -> dict:
+        return {"nonlinearity": self._act}
+
+
+_CLASSES = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}
