@@ -17,7 +17,6 @@ from fusedrnn import GRU, LSTM, RNN, reference
 from fusedrnn import _npz
 
 CLASSES = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 def make(cell, *args, **kw):

@@ -25,8 +25,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
     set_num_threads(n);
-  }, py::arg("n"), "Threads for the kernels' own loop and for the BLAS.");
-  m.def("blas_num_threads", &blas::num_threads, "Threads the BLAS uses.");
+  }, py::arg("n"), "Threads for the kernels (time loop and split BLAS products).");
+  m.def("blas_num_threads", &blas::num_threads, "Threads of the BLAS's own pool (kept at 1).");
   m.def("blas_corename", &blas::corename, "The BLAS kernel family chosen for this CPU.");
   m.def("blas_config", &blas::config);
   m.def("isa", &cpu::isa, "Instruction set of the elementwise kernels in use.");

@@ -1,9 +1,18 @@
 // GEMM through OpenBLAS (scipy-openblas32: 32-bit integers, symbols prefixed scipy_).
+//
+// fusedrnn runs a single pool of threads (OpenMP): this OpenBLAS instance (private to fusedrnn,
+// NumPy loads its own) is kept single-threaded, and a large product is split into row or column
+// blocks across the pool.  Two pools would take turns busy-waiting on the same cores, and the
+// per-step barriers of the time loop would stall behind the other pool's spinning threads.
 #include "fusedrnn/blas.h"
 
 #include <cblas.h>
+#include <omp.h>
 
+#include <algorithm>
 #include <stdexcept>
+
+#include "fusedrnn/threading.h"
 
 namespace fusedrnn::blas {
 namespace {
@@ -28,26 +37,66 @@ bool trivial(int64_t M, int64_t N, int64_t K, T beta, T* C, int64_t ldc) {
   return false;
 }
 
+void call(bool ta, bool tb, blasint M, blasint N, blasint K, float alpha, const float* A, blasint lda,
+          const float* B, blasint ldb, float beta, float* C, blasint ldc) {
+  scipy_cblas_sgemm(CblasRowMajor, op(ta), op(tb), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void call(bool ta, bool tb, blasint M, blasint N, blasint K, double alpha, const double* A, blasint lda,
+          const double* B, blasint ldb, double beta, double* C, blasint ldc) {
+  scipy_cblas_dgemm(CblasRowMajor, op(ta), op(tb), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// Below this many flops a product runs on the calling thread.
+constexpr double kParallelFlops = 4e6;
+
+// Keep the library itself single-threaded from the first use on.
+const bool g_single = [] {
+  scipy_openblas_set_num_threads(1);
+  return true;
+}();
+
 }  // namespace
 
-template <>
-void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+template <typename T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (trivial(M, N, K, beta, C, ldc)) return;
-  scipy_cblas_sgemm(CblasRowMajor, op(ta), op(tb), dim(M), dim(N), dim(K), alpha, A, dim(lda), B,
-                    dim(ldb), beta, C, dim(ldc));
+  // Checked before any thread starts: nothing below may throw.
+  const blasint m = dim(M), n = dim(N), k = dim(K), la = dim(lda), lb = dim(ldb), lc = dim(ldc);
+  const int want = fusedrnn::num_threads();
+  if (want <= 1 || 2.0 * M * N * K < kParallelFlops || omp_in_parallel()) {
+    call(ta, tb, m, n, k, alpha, A, la, B, lb, beta, C, lc);
+    return;
+  }
+  const bool split_rows = M >= N;
+  const int64_t extent = split_rows ? M : N;
+  const int nt = static_cast<int>(std::min<int64_t>(want, (extent + 15) / 16));
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
+    // Blocks in multiples of 16 rows/columns keep the pieces aligned with the BLAS kernels.
+    const int64_t units = (extent + 15) / 16;
+    const int64_t b0 = std::min(extent, units * tid / cnt * 16);
+    const int64_t b1 = std::min(extent, units * (tid + 1) / cnt * 16);
+    if (b1 > b0) {
+      const blasint len = static_cast<blasint>(b1 - b0);
+      if (split_rows) {
+        const T* a = ta ? A + b0 : A + b0 * lda;  // rows b0.. of op(A)
+        call(ta, tb, len, n, k, alpha, a, la, B, lb, beta, C + b0 * ldc, lc);
+      } else {
+        const T* b = tb ? B + b0 * ldb : B + b0;  // columns b0.. of op(B)
+        call(ta, tb, m, len, k, alpha, A, la, b, lb, beta, C + b0, lc);
+      }
+    }
+  }
 }
 
-template <>
-void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
-                  int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
-  if (trivial(M, N, K, beta, C, ldc)) return;
-  scipy_cblas_dgemm(CblasRowMajor, op(ta), op(tb), dim(M), dim(N), dim(K), alpha, A, dim(lda), B,
-                    dim(ldb), beta, C, dim(ldc));
-}
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                          const float*, int64_t, float, float*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                           const double*, int64_t, double, double*, int64_t);
 
 int num_threads() { return scipy_openblas_get_num_threads(); }
-void set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
 std::string corename() { return scipy_openblas_get_corename(); }
 std::string config() { return scipy_openblas_get_config(); }
 

@@ -30,6 +30,10 @@
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {
 
+inline void add_row(float* __restrict dst, const float* __restrict src, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
+}
+
 // Contiguous share [begin, end) of n items for thread tid of nt.
 inline void share(int64_t n, int tid, int nt, int64_t& begin, int64_t& end) {
   begin = n * tid / nt;
@@ -145,9 +149,14 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
   const int64_t B = q.B, H = q.H, GH = G * H, W = cell.width(), TB = q.T * B;
   const int64_t npan = (H + U - 1) / U, ldh = npan * U;
 
-  std::vector<float> dgi(TB * GH, 0.0f);
-  std::vector<float> dgh_own(Cell::kSeparateDgh ? TB * GH : 0, 0.0f);
+  // Gate gradients [T, B, G*H]: every reached row is written below, so only the padded rows
+  // need zeros (the whole-sequence GEMMs read them).
+  packed::Buffer dgi(TB * GH), dgh_own(Cell::kSeparateDgh ? TB * GH : 0);
   float* dgh = Cell::kSeparateDgh ? dgh_own.data() : dgi.data();
+  zero_padding(q, dgi.data(), GH);
+  if constexpr (Cell::kSeparateDgh) zero_padding(q, dgh, GH);
+  zero_row(a.db_ih, GH);
+  zero_row(a.db_hh, GH);
   packed::Buffer whh(npan * GH * U), step0(B * GH), step1(B * GH);
   std::vector<float> dh(B * ldh, 0.0f), dh_next(B * ldh, 0.0f), dc, dc_next;
   for (int64_t b = 0; b < B; ++b) copy_row(dh.data() + b * ldh, a.dh_n + b * H, H);
@@ -192,7 +201,13 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
                             Cell::kHasCell ? dcc + b * H + j0 : nullptr, dgi.data() + r * GH + j0,
                             dgh + r * GH + j0, dhn + b * ldh + j0,
                             Cell::kHasCell ? dcn + b * H + j0 : nullptr);
-          for (int64_t g = 0; g < G; ++g) copy_row(srow + g * H + j0, dgh + r * GH + g * H + j0, nj);
+          for (int64_t g = 0; g < G; ++g) {
+            const int64_t o = g * H + j0;
+            copy_row(srow + o, dgh + r * GH + o, nj);
+            // Bias gradients are column sums of the gate gradients: each thread sums its own.
+            add_row(a.db_ih + o, dgi.data() + r * GH + o, nj);
+            if constexpr (Cell::kSeparateDgh) add_row(a.db_hh + o, dgh + r * GH + o, nj);
+          }
         }
       }
 #pragma omp barrier
@@ -207,7 +222,8 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
     }
   }
 
-  whole_sequence_gradients(q, cell, w, a, dgi.data(), dgh);
+  if constexpr (!Cell::kSeparateDgh) copy_row(a.db_hh, a.db_ih, GH);
+  whole_sequence_gradients(q, cell, w, a, dgi.data(), dgh, /*bias_done=*/true);
 }
 
 }  // namespace fusedrnn::cpu::FUSEDRNN_ISA

@@ -85,9 +85,16 @@ void panel_gemm(int64_t M, int64_t K, const float* A, int64_t lda, const float* 
     const bool acc = accumulate || k0 > 0;
     const float* a = A + k0;
     const float* pk = panel + k0 * 16 * NV;
+    // Row tiles as even as possible (32 rows: 6 6 5 5 5 5, not 6 6 6 6 6 2): a short tile has
+    // too few accumulators to keep the FMA units busy.
+    const int64_t tiles = (M + MR - 1) / MR, base = M / tiles, longer = M % tiles;
     int64_t m = 0;
-    for (; m + MR <= M; m += MR) tile<MR, NV>(kc, a + m * lda, lda, pk, C + m * ldc, ldc, acc);
-    if (m < M) tail<NV, MR - 1>(M - m, kc, a + m * lda, lda, pk, C + m * ldc, ldc, acc);
+    for (int64_t i = 0; i < tiles; ++i) {
+      const int64_t rows = base + (i < longer ? 1 : 0);
+      if (rows == MR) tile<MR, NV>(kc, a + m * lda, lda, pk, C + m * ldc, ldc, acc);
+      else tail<NV, MR - 1>(rows, kc, a + m * lda, lda, pk, C + m * ldc, ldc, acc);
+      m += rows;
+    }
   }
 }
 

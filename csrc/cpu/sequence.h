@@ -158,9 +158,11 @@ void column_sums(const T* a, int64_t rows, int64_t cols, T* out) {
 // After the time loop: dx and the weight and bias gradients as single GEMMs over all steps.
 // dgi / dgh: gate gradients [T, B, G*H] (the W_ih and W_hh rows; the same array except for the
 // GRU), zero at padded rows.
+// bias_done: the caller has already written db_ih and db_hh.
 template <typename T, class Cell>
 void whole_sequence_gradients(const Seq& q, const Cell& cell, const Weights<T>& w,
-                              const BackwardArgs<T>& a, const T* dgi, const T* dgh) {
+                              const BackwardArgs<T>& a, const T* dgi, const T* dgh,
+                              bool bias_done = false) {
   const int64_t TB = q.T * q.B, GH = Cell::kGates * q.H, I = q.I, W = cell.width();
   blas::gemm<T>(false, false, TB, I, GH, T(1), dgi, GH, w.w_ih, I, T(0), a.dx, I);
   // Padded steps of x are never read: a NaN there must not reach dW_ih through 0 * NaN.
@@ -175,8 +177,10 @@ void whole_sequence_gradients(const Seq& q, const Cell& cell, const Weights<T>& 
   }
   blas::gemm<T>(true, false, GH, I, TB, T(1), dgi, GH, x, I, T(0), a.dw_ih, I);
   blas::gemm<T>(true, false, GH, q.P, TB, T(1), dgh, GH, a.ws + cell.off_hprev(), W, T(0), a.dw_hh, q.P);
-  column_sums(dgi, TB, GH, a.db_ih);
-  column_sums(dgh, TB, GH, a.db_hh);
+  if (!bias_done) {
+    column_sums(dgi, TB, GH, a.db_ih);
+    column_sums(dgh, TB, GH, a.db_hh);
+  }
 }
 
 template <typename T, class Cell>

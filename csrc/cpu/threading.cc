@@ -3,8 +3,6 @@
 #include <atomic>
 #include <thread>
 
-#include "fusedrnn/blas.h"
-
 namespace fusedrnn {
 namespace {
 
@@ -19,9 +17,6 @@ std::atomic<int> g_threads{default_threads()};
 
 int num_threads() { return g_threads.load(std::memory_order_relaxed); }
 
-void set_num_threads(int n) {
-  g_threads.store(n < 1 ? 1 : n);
-  blas::set_num_threads(n < 1 ? 1 : n);
-}
+void set_num_threads(int n) { g_threads.store(n < 1 ? 1 : n); }
 
 }  // namespace fusedrnn

@@ -371,7 +371,6 @@ class _RNNBase:
             raise ValueError(f"{name} must have shape {what} = {_fmt(shape)}{extra}, got {_fmt(arr.shape)}")
         return arr if batched else arr[:, None, :]
 
-
     def _lengths(self, lengths, batched: bool, T: int, B: int):
         if lengths is None:
             return None

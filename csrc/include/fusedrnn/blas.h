@@ -7,12 +7,12 @@
 namespace fusedrnn::blas {
 
 // C[M,N] = alpha * op(A) op(B) + beta * C, all row-major; op(X) = X^T when the flag is set.
+// Large products are split across fusedrnn's threads (fusedrnn::num_threads()).
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
-int num_threads();
-void set_num_threads(int n);
+int num_threads();  // the library's own pool: kept at 1
 std::string corename();
 std::string config();
 
