@@ -165,6 +165,8 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
     dc_next.resize(B * H);
   }
   const int nt = threads_for(2 * B * GH * H, npan);
+  // Allocated before the parallel region: nothing inside it may throw.
+  packed::Buffer dtot_all(ldh);
 
 #pragma omp parallel num_threads(nt)
   {
@@ -174,7 +176,7 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
     // dh = dG W_hh: panel p holds columns p*U.. of W_hh [GH, H].
     for (int64_t p = p0; p < p1; ++p) packed::pack_cols<NV>(w.w_hh, H, GH, H, p * U, whh.data() + p * GH * U);
     const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U), nj = j1 - j0;
-    std::vector<float> dtot(nj > 0 ? nj : 1);
+    float* dtot = dtot_all.data() + j0;  // this thread's units
     float* dhc = dh.data();
     float* dhn = dh_next.data();
     float* dcc = Cell::kHasCell ? dc.data() : nullptr;
@@ -197,7 +199,7 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
           const float* dhb = dhc + b * ldh + j0;
           for (int64_t j = 0; j < nj; ++j) dtot[j] = dhb[j] + dout[j];
           if constexpr (!Cell::kDirectPath) zero_row(dhn + b * ldh + j0, nj);
-          cell.backward_row(nj, a.ws + r * W + j0, dtot.data(),
+          cell.backward_row(nj, a.ws + r * W + j0, dtot,
                             Cell::kHasCell ? dcc + b * H + j0 : nullptr, dgi.data() + r * GH + j0,
                             dgh + r * GH + j0, dhn + b * ldh + j0,
                             Cell::kHasCell ? dcn + b * H + j0 : nullptr);
