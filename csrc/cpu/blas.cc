@@ -61,6 +61,9 @@ template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (trivial(M, N, K, beta, C, ldc)) return;
+  // Another library may have raised this pool (threadpoolctl limits every OpenBLAS it finds):
+  // set it back, or two pools would fight over the cores again.
+  if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
   // Checked before any thread starts: nothing below may throw.
   const blasint m = dim(M), n = dim(N), k = dim(K), la = dim(lda), lb = dim(ldb), lc = dim(ldc);
   const int want = fusedrnn::num_threads();

@@ -18,9 +18,12 @@
 
 #if defined(__AVX512F__)
 
+#include <immintrin.h>
 #include <omp.h>
+#include <sched.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "fusedrnn/blas.h"
@@ -29,6 +32,35 @@
 #include "packed_gemm.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {
+
+// The barrier between steps.  A waiting thread spins briefly, then yields the CPU but stays
+// runnable.  (A barrier that sleeps in the kernel must be woken, and on a machine where another
+// process holds the core that wake-up waits for a whole scheduler time slice -- at every step.)
+class StepBarrier {
+ public:
+  // Called by one thread of the team, before anyone waits.
+  void reset(int threads) {
+    threads_ = threads;
+    arrived_.store(0, std::memory_order_relaxed);
+  }
+  void wait() {
+    const int gen = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == threads_ - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
+      if (spins < 4000) _mm_pause();
+      else sched_yield();
+    }
+  }
+
+ private:
+  alignas(64) std::atomic<int> arrived_{0};
+  alignas(64) std::atomic<int> generation_{0};
+  int threads_ = 1;
+};
 
 inline void add_row(float* __restrict dst, const float* __restrict src, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
@@ -76,9 +108,13 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<float>& w,
   if constexpr (Training) zero_padding(q, a.ws, W);
   const int nt = threads_for(2 * B * G * H * (H + I), npan);
 
+  StepBarrier barrier;
+
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();
+#pragma omp single
+    barrier.reset(omp_get_num_threads());  // the team may be smaller than asked for
     int64_t p0, p1;
     share(npan, tid, omp_get_num_threads(), p0, p1);
     // Panel p, column c = gate * U + u  <-  weight row gate * H + p * U + u.
@@ -130,7 +166,7 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<float>& w,
       }
       std::swap(hc, hn);
       if constexpr (Cell::kHasCell) std::swap(cc, cn);
-#pragma omp barrier
+      barrier.wait();
     }
     const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U);
     for (int64_t b = 0; b < B; ++b) {
@@ -167,10 +203,13 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
   const int nt = threads_for(2 * B * GH * H, npan);
   // Allocated before the parallel region: nothing inside it may throw.
   packed::Buffer dtot_all(ldh);
+  StepBarrier barrier;
 
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();
+#pragma omp single
+    barrier.reset(omp_get_num_threads());
     int64_t p0, p1;
     share(npan, tid, omp_get_num_threads(), p0, p1);
     // dh = dG W_hh: panel p holds columns p*U.. of W_hh [GH, H].
@@ -212,7 +251,7 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
           }
         }
       }
-#pragma omp barrier
+      barrier.wait();
       for (int64_t p = p0; p < p1; ++p)
         packed::panel_gemm<NV>(B, GH, step, GH, whh.data() + p * GH * U, dhn + p * U, ldh, true);
       std::swap(dhc, dhn);
