@@ -557,3 +557,26 @@ def test_infinite_input(rng, config, sign, dtype):
         r_grads = run_backward(ref, cell, r_cache, dout, dh_n, dc_n)
     for key in sorted(set(grads) - {"dw_ih"}):
         assert_close(grads[key], r_grads[key], dtype, f"{config}: {key} with an inf input")
+
+
+# ----------------------------------------------------------------------------
+# the input projection is computed in chunks of ceil(1024 / B) steps
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("config", ["lstm-tanh", "gru", "rnn-tanh"])
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "lengths"])
+def test_input_projection_chunks(rng, config, reverse, dtype, ragged):
+    """B = 100 gives chunks of 11 steps: T = 25 crosses two chunk boundaries and ends on a
+    partial chunk, in both directions (the reverse direction fills chunks from the end)."""
+    cell, act = CELL_CONFIGS[config]
+    T, B = 25, 100
+    assert T > -(-1024 // B)
+    case = make_case(rng, cell, T, B, 5, 7, dtype)
+    lengths = None
+    if ragged:
+        lengths = rng.integers(1, T + 1, size=B)
+        lengths[0] = T
+    check_against_reference(rng, cell, act, case, dtype, f"{config} chunks reverse={reverse}",
+                            lengths=lengths, reverse=reverse)
