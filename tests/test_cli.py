@@ -28,11 +28,19 @@ def restore_threads():
     before = fusedrnn.get_num_threads()
     torch = sys.modules.get("torch")
     torch_before = torch.get_num_threads() if torch else None
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        blas_before = []
+    else:
+        blas_before = [(lib, lib.num_threads) for lib in ThreadpoolController().lib_controllers]
     yield
     fusedrnn.set_num_threads(before)
     torch = sys.modules.get("torch")
     if torch and torch_before:
         torch.set_num_threads(torch_before)
+    for lib, n in blas_before:
+        lib.set_num_threads(n)
 
 
 def _csv_rows(path):
@@ -156,6 +164,23 @@ def test_raising_kernel_is_a_validation_failure(monkeypatch, capsys):
     assert "kernel exploded" in capsys.readouterr().out
 
 
+def test_nan_is_a_validation_failure(tmp_path, monkeypatch):
+    real = ops.rnn_forward
+
+    def nan(*args, **kwargs):
+        out, h, cache = real(*args, **kwargs)
+        out[0, 0, 0] = np.nan
+        return out, h, cache
+
+    monkeypatch.setattr(ops, "rnn_forward", nan)
+    js = tmp_path / "out.json"
+    code = main(["bench", "--cell", "rnn", "-B", "2", "-T", "3", "-H", "4", "--mode", "fwd",
+                 "--contenders", "fusedrnn", "--json", str(js), *FAST])
+    assert code == 1
+    entry = json.loads(js.read_text())["cases"][0]["validation"]["contenders"]["fusedrnn"]
+    assert entry["worst"] == "out" and "non-finite" in entry["error"]
+
+
 def test_slow_numpy_is_skipped(tmp_path):
     js = tmp_path / "out.json"
     code = main(["bench", "--cell", "rnn", "-B", "2", "-T", "3", "-H", "4", "--mode", "fwd",
@@ -176,6 +201,8 @@ def test_slow_numpy_is_skipped(tmp_path):
     ["bench", "--contenders", "jax"],
     ["bench", "--min-time", "-1"],
     ["bench", "--dtype", "float16"],
+    ["bench", "--json", "/nonexistent-folder/out.json"],
+    ["bench", "--plot", "speedups.txt"],
     ["frobnicate"],
     [],
 ])
@@ -189,6 +216,35 @@ def test_plot_without_matplotlib_is_a_usage_error(monkeypatch, tmp_path, capsys)
     assert main(["bench", "-B", "2", "-T", "2", "-H", "2", "--plot", str(tmp_path / "p.png"), *FAST]) == 2
     assert "matplotlib" in capsys.readouterr().err
     assert not (tmp_path / "p.png").exists()
+
+
+def test_markdown_and_plot(tmp_path, monkeypatch):
+    # matplotlib is an optional extra: a stand-in records the chart and writes the file
+    import types
+    from unittest import mock
+
+    pyplot = mock.MagicMock()
+    fig, ax = mock.MagicMock(), mock.MagicMock()
+    pyplot.subplots.return_value = (fig, ax)
+    # like matplotlib's savefig: a path or a binary file object
+    fig.savefig.side_effect = lambda dst, **kw: (dst.write(b"png") if hasattr(dst, "write")
+                                                 else open(dst, "wb").write(b"png"))
+    matplotlib = types.ModuleType("matplotlib")
+    matplotlib.use = lambda backend: None
+    matplotlib.pyplot = pyplot
+    monkeypatch.setitem(sys.modules, "matplotlib", matplotlib)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", pyplot)
+
+    md, png, js = tmp_path / "t.md", tmp_path / "s.png", tmp_path / "s.json"
+    assert main(["bench", "--cell", "rnn", "-B", "2", "-T", "3", "-H", "4", "--contenders", "fusedrnn,numpy",
+                 "--markdown", str(md), "--plot", str(png), "--json", str(js), *FAST]) == 0
+    table = md.read_text().splitlines()
+    assert table[0].startswith("Machine: ") and "| case | mode | fusedrnn ms | GFLOP/s | numpy ms | x numpy |" in table
+    assert sum(line.startswith("| rnn B=2 T=3 I=4 H=4 |") for line in table) == 2
+    assert png.read_bytes() == b"png"
+    speedups = [c["results"]["numpy"]["speedup"] for c in json.loads(js.read_text())["cases"]]
+    (positions, heights, width), _ = ax.bar.call_args
+    assert heights == speedups
 
 
 def test_list_prints_the_grid(capsys):

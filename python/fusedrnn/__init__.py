@@ -10,6 +10,9 @@ _core = _load_core()
 from . import ops, reference  # noqa: E402
 from .layers import GRU, LSTM, RNN  # noqa: E402
 from ._info import build_info, cuda_available, get_num_threads, set_num_threads  # noqa: E402
+from . import callbacks, losses, metrics, optimizers  # noqa: E402
+from .nn import Dense, Dropout, Embedding, Recurrent  # noqa: E402
+from .models import Sequential  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -17,6 +20,15 @@ __all__ = [
     "LSTM",
     "GRU",
     "RNN",
+    "Sequential",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "Recurrent",
+    "losses",
+    "optimizers",
+    "metrics",
+    "callbacks",
     "ops",
     "reference",
     "build_info",

@@ -11,7 +11,8 @@ For each case:
    alike.  Before a contender's block the process waits until the thread pools of the
    previous one are idle: an OpenBLAS pool keeps polling for ~0.1 s after a call, an OpenMP
    pool for a few ms, and on a small machine that polling steals cores from whoever runs
-   next.  The first call of a short block is untimed (it brings the pool back up).  Blocks
+   next.  A block of calls under 0.1 s starts with an untimed call (it brings the pool back
+   up; a longer call hardly notices).  Blocks
    are sized so that every contender gets at least ``repeats`` calls and ``min_time``
    seconds of timed calls in about five rounds.
 3. Memory.  One more call per contender, measuring its peak extra memory (see MEMORY_HELP).
@@ -43,13 +44,14 @@ ROUNDS = 5  # blocks are sized to finish in about this many rounds
 MIN_ROUNDS = 3
 MAX_ROUNDS = 50
 PROBE_STEPS = 4  # the numpy reference's cost is estimated from a call on this many steps
+LEAD_IN_BELOW = 0.1  # blocks of calls shorter than this (seconds) start with an untimed call
 
 TIMING_HELP = (
     "Timing: --warmup calls per contender, then rounds in which every contender runs a block of "
     "calls in turn (round robin), until each has at least --repeats timed calls and --min-time "
     "seconds of them (at least 3 rounds). Before each block the process waits (at most --settle "
-    "seconds) until the previous contender's worker threads are idle; a short block starts with "
-    "one untimed call. Reported: the median of the per-call times, the interquartile range and "
+    "seconds) until the previous contender's worker threads are idle; a block of calls under 0.1 s "
+    "starts with one untimed call. Reported: the median of the per-call times, the interquartile range and "
     "the minimum. The numpy reference is skipped ('skipped (slow)') when a call on 4 steps, "
     "scaled to T, predicts more than --numpy-limit seconds for its warm-up and repeats."
 )
@@ -101,7 +103,7 @@ def validate(case: Case, contenders, seed: int = 0) -> dict:
             contender = bench_contenders.make(name, vcase, inputs)
             got = contender.results(contender.run())
         except Exception as exc:  # a contender that raises is as wrong as one that miscomputes
-            report["contenders"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+            report["contenders"][name] = {"error": f"raised {type(exc).__name__}: {exc}"}
             report["status"] = "FAILED"
             continue
         missing = sorted(set(expected) - set(got))
@@ -111,24 +113,27 @@ def validate(case: Case, contenders, seed: int = 0) -> dict:
             continue
         errors = {key: max_error(got[key], expected[key]) for key in expected}
         worst = max(errors, key=errors.get)
-        report["contenders"][name] = {"max_error": errors[worst], "worst": worst}
+        if math.isinf(errors[worst]):
+            report["contenders"][name] = {"error": f"{worst}: non-finite values or a wrong shape", "worst": worst}
+        else:
+            report["contenders"][name] = {"max_error": errors[worst], "worst": worst}
         if not errors[worst] <= tol:
             report["status"] = "FAILED"
     return report
 
 
 def validation_summary(report: dict) -> str:
-    """One line: 'ok (max error 3.1e-07, T=8 B=4)' or what failed."""
+    """One line: 'ok (max error 3.1e-07, at T=8 B=4)', or 'FAILED at T=8 B=4: ' and what failed."""
     size = f"T={report['T']} B={report['B']}"
     if report["status"] == "ok":
-        worst = max(r["max_error"] for r in report["contenders"].values()) if report["contenders"] else 0.0
+        worst = max((r["max_error"] for r in report["contenders"].values()), default=0.0)
         return f"ok (max error {worst:.1e}, at {size})"
     parts = []
     for name, r in report["contenders"].items():
         if "error" in r:
-            parts.append(f"{name} raised {r['error']}")
+            parts.append(f"{name}: {r['error']}")
         elif not r["max_error"] <= report["tolerance"]:
-            parts.append(f"{name} {r['worst']} max error {r['max_error']:.2e} > {report['tolerance']:.0e}")
+            parts.append(f"{name}: {r['worst']} max error {r['max_error']:.2e} > {report['tolerance']:.0e}")
     return f"FAILED at {size}: " + "; ".join(parts)
 
 
@@ -254,6 +259,13 @@ def estimate_call(name: str, case: Case, inputs: Inputs) -> float:
     return _timed(contender.run) * case.T / steps
 
 
+def _block_size(samples, estimate: float, rounds: int, settings: Settings) -> int:
+    """Calls for the next block: what is still missing, spread over the rounds left of ROUNDS."""
+    per_call = float(np.median(samples)) if samples else estimate
+    missing = max(settings.repeats - len(samples), (settings.min_time - sum(samples)) / max(per_call, 1e-9))
+    return max(1, math.ceil(missing / max(1, ROUNDS - rounds)))
+
+
 def time_contenders(contenders: dict, settings: Settings) -> dict:
     """Per-call times in seconds for each contender, round robin (see the module docstring)."""
     names = list(contenders)
@@ -266,16 +278,16 @@ def time_contenders(contenders: dict, settings: Settings) -> dict:
             for name in names:
                 settle(settings.settle)
                 contenders[name].release()
-                estimate[name] = _timed(contenders[name].run)
-        block = {name: max(1, math.ceil(max(settings.repeats, settings.min_time / max(estimate[name], 1e-9))
-                                        / ROUNDS)) for name in names}
+                t = _timed(contenders[name].run)
+                estimate[name] = min(t, estimate.get(name, t))  # the first call may pay one-time costs
         samples = {name: [] for name in names}
         rounds = 0
         while True:
+            block = {name: _block_size(samples[name], estimate[name], rounds, settings) for name in names}
             for name in names:
                 contender = contenders[name]
                 settle(settings.settle)
-                if block[name] > 1:
+                if estimate[name] < LEAD_IN_BELOW:
                     contender.release()
                     _timed(contender.run)  # untimed: wakes the pool after the wait
                 for _ in range(block[name]):
@@ -396,12 +408,25 @@ def set_threads(n: int, contenders) -> dict:
         torch.set_num_threads(n)
         threads["torch"] = torch.get_num_threads()
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:
         threads["numpy"] = ("not set: threadpoolctl is not installed, so NumPy's BLAS uses its "
                             "own default (all cores, or OPENBLAS_NUM_THREADS)")
-    else:
-        threadpool_limits(limits=n, user_api="blas")
-        threads["numpy"] = n
-        fusedrnn.set_num_threads(n)  # threadpoolctl also reaches fusedrnn's BLAS; keep ours as asked
+        return threads
+    # Only the other BLAS libraries (NumPy's): fusedrnn sizes its own BLAS pool itself, and
+    # giving that pool threads of its own would make it compete with the kernels' threads.
+    ours = _fusedrnn_blas_path()
+    others = [lib for lib in ThreadpoolController().lib_controllers
+              if lib.user_api == "blas" and os.path.realpath(lib.filepath) != ours]
+    for lib in others:
+        lib.set_num_threads(n)
+    threads["numpy"] = n if others else "not set: threadpoolctl finds no BLAS library besides fusedrnn's"
     return threads
+
+
+def _fusedrnn_blas_path():
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return None
+    return os.path.realpath(os.path.join(scipy_openblas32.get_lib_dir(), scipy_openblas32.get_library(True)))

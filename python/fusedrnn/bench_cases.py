@@ -28,9 +28,9 @@ FLOPS_HELP = (
     "(backward = two matrix products per forward one). Elementwise work is not counted."
 )
 
-# The float64 oracle of a validation runs the case itself when its cost stays under this many
-# flops; above it, T is halved (down to 8 steps), then B (down to 4 rows).
-VALIDATION_FLOPS = 1e10
+# The float64 oracle of a validation runs the case itself when its cost (Case.oracle_cost) stays
+# under this; above it, T is halved (down to 8 steps), then B (down to 4 rows).
+VALIDATION_COST = 1e10
 VALIDATION_MIN_T = 8
 VALIDATION_MIN_B = 4
 
@@ -98,13 +98,23 @@ class Case:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def oracle_cost(self) -> float:
+        """Rough cost of the float64 reference on this case, in flops: its flops, plus 16 for
+        every weight element it reads per step and pass (at small B the reference streams the
+        weights from memory every step, and 8 bytes cost about as long as 16 flops)."""
+        weights = sum(self.directions * self.G * self.H * (self.layer_input(layer) + self.H)
+                      for layer in range(self.layers))
+        passes = 3 if self.mode == "fwdbwd" else 1
+        return self.flops + 16.0 * weights * self.T * passes
+
     def validation_case(self) -> "Case":
         """The size this case is validated at: itself when the oracle is cheap enough."""
         v = self
         floor_t, floor_b = min(self.T, VALIDATION_MIN_T), min(self.B, VALIDATION_MIN_B)
-        while v.flops > VALIDATION_FLOPS and v.T > floor_t:
+        while v.oracle_cost > VALIDATION_COST and v.T > floor_t:
             v = replace(v, T=max(floor_t, v.T // 2))
-        while v.flops > VALIDATION_FLOPS and v.B > floor_b:
+        while v.oracle_cost > VALIDATION_COST and v.B > floor_b:
             v = replace(v, B=max(floor_b, v.B // 2))
         return v
 

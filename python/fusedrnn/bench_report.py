@@ -12,11 +12,12 @@ import io
 import json
 import os
 import platform
+import shlex
 import sys
-import tempfile
 
 import numpy as np
 
+from . import _files
 from .bench import MEMORY_HELP, TIMING_HELP, TOLERANCE, memory_method, validation_summary
 from .bench_cases import FLOPS_HELP
 
@@ -70,7 +71,7 @@ def header(argv, settings, threads) -> dict:
 
     head = {
         "tool": "fusedrnn bench",
-        "command": "fusedrnn bench " + " ".join(argv),
+        "command": shlex.join(["fusedrnn", "bench", *argv]),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": {
             "cpu": cpu_model(),
@@ -193,22 +194,8 @@ class Table:
 # ----------------------------------------------------------------------------
 
 def write_atomic(path, data, mode="w"):
-    """Write text or bytes to path through a temporary file in the same folder."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write text or bytes to path atomically (temporary file + rename)."""
+    _files.write_atomic(path, lambda f: f.write(data), text="b" not in mode)
 
 
 def to_json(head: dict, results: list, complete: bool, exit_code: int | None) -> str:
@@ -257,8 +244,50 @@ def to_csv(head: dict, results: list) -> str:
     return buf.getvalue()
 
 
-def check_plot_available() -> str | None:
-    """None when matplotlib imports, else the message to show."""
+def to_markdown(head: dict, results: list) -> str:
+    """A short table for bench/ and the README: one row per case, the machine above it."""
+    m, info = head["machine"], head["fusedrnn"]
+    torch = f", torch {head['torch']['version']}" if head["torch"] else ""
+    names = head["settings"]["contenders"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores; threads: {head['threads']['requested']}; "
+        f"fusedrnn {info['version']} (isa {info['isa']}, BLAS {info['blas_core']}), numpy "
+        f"{head['numpy']['version']}{torch}; {head['date']}.",
+        f"Command: `{head['command']}`. Median ms of each contender; GFLOP/s of fusedrnn; "
+        "x = speed-up of fusedrnn over the contender.",
+        "",
+    ]
+    columns = ["case", "mode"]
+    for name in names:
+        columns.append(f"{name} ms")
+        columns.append("GFLOP/s" if name == "fusedrnn" else f"x {name}")
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|" + "|".join(["---", "---"] + ["---:"] * (len(columns) - 2)) + "|")
+    for res in results:
+        case = res["label"].rsplit(" ", 1)
+        row = [case[0], case[1]]
+        for name in names:
+            r = res["results"].get(name, {})
+            if r.get("status") == "ok":
+                row.append(_ms(r["median_ms"]))
+                if name == "fusedrnn":
+                    row.append(f"{r['gflops']:.1f}")
+                else:
+                    row.append("-" if r["speedup"] is None else f"{r['speedup']:.2f}")
+            else:
+                status = "FAILED" if res["validation"]["status"] != "ok" else r.get("status", "-")
+                row += [status, ""]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+
+
+def check_plot_available(path) -> str | None:
+    """None when the plot can be written to path, else the message to show."""
+    if os.path.splitext(os.fspath(path))[1].lower() not in PLOT_FORMATS:
+        return f"--plot: the file name must end in {', '.join(PLOT_FORMATS)}, got {os.fspath(path)!r}"
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -291,16 +320,8 @@ def write_plot(path, head: dict, results: list):
     if others:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    ext = os.path.splitext(os.fspath(path))[1] or ".png"
-    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".plot.", suffix=ext)
-    os.close(fd)
+    fmt = os.path.splitext(os.fspath(path))[1][1:].lower()
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        _files.write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=120))
     finally:
         plt.close(fig)

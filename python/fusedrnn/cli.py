@@ -12,6 +12,7 @@ subcommand (``train``) is two functions and one line.  ``main`` returns the exit
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from dataclasses import replace
@@ -58,13 +59,15 @@ def _add_bench(subparsers):
         "to the grid's cases too. "
         "quick: each cell at B=16 T=20 I=H=64 in both modes, plus a 2-layer bidirectional lstm. "
         f"standard: each cell at (B,T,I=H) in {standard}, modes fwd and fwdbwd. " + DEEPBENCH_HELP,
-        "Modes: fwd is inference (fusedrnn and numpy with training=False semantics, torch under "
-        "inference_mode). fwdbwd is a training step: the forward keeping what backward needs, then "
-        "the backward from a fixed random dout, with gradients for the input, the initial states and "
-        "every parameter (torch: autograd, gradients set to None between calls). Stacks run the "
-        "single-layer op per layer and direction (torch: num_layers, bidirectional).",
+        "Modes: fwd is inference (fusedrnn with training=False, torch under inference_mode; the "
+        "numpy reference has no such switch and always keeps its cache). fwdbwd is a training "
+        "step: the forward keeping what backward needs, then the backward from a fixed random dout, "
+        "with gradients for the input, the initial states and every parameter (torch: autograd, "
+        "gradients set to None between calls). Stacks run the single-layer op per layer and "
+        "direction (torch: num_layers, bidirectional).",
         "Validation: before timing, every contender runs the case (T halved down to 8, then B down "
-        "to 4, when the float64 oracle would cost over 1e10 flops) and its outputs and gradients "
+        "to 4, when the float64 oracle would be slow: over 1e10 flops, counting 16 per weight read "
+        "per step) and its outputs and gradients "
         "are compared with fusedrnn.reference in float64 on the same values: max|error| / max(1, "
         f"max|oracle|) <= {TOLERANCE['float32']:g} (float32), {TOLERANCE['float64']:g} (float64). "
         "A case that fails is not timed and the exit code is 1.",
@@ -114,7 +117,8 @@ def _add_bench(subparsers):
     g = p.add_argument_group("output")
     g.add_argument("--json", metavar="PATH", help="write the results as JSON")
     g.add_argument("--csv", metavar="PATH", help="write the results as CSV ('# key: value' header lines)")
-    g.add_argument("--plot", metavar="PATH", help="bar chart of the speed-ups (needs matplotlib)")
+    g.add_argument("--markdown", metavar="PATH", help="write a short markdown table (for bench/ and README)")
+    g.add_argument("--plot", metavar="PATH", help="bar chart of the speed-ups, .png/.svg/.pdf (needs matplotlib)")
     return p
 
 
@@ -171,12 +175,14 @@ def _bench_contenders(args, parser):
 
 
 def _write_files(args, head, results, complete, exit_code):
-    from .bench_report import to_csv, to_json, write_atomic
+    from .bench_report import to_csv, to_json, to_markdown, write_atomic
 
     if args.json:
         write_atomic(args.json, to_json(head, results, complete, exit_code))
     if args.csv:
         write_atomic(args.csv, to_csv(head, results))
+    if args.markdown:
+        write_atomic(args.markdown, to_markdown(head, results))
 
 
 def _run_bench(args, parser) -> int:
@@ -189,8 +195,12 @@ def _run_bench(args, parser) -> int:
             print(f"{c.label:<48} {c.flops / 1e9:10.3f} GFLOP per call   validated at T={v.T} B={v.B}")
         return EXIT_OK
     contenders, note = _bench_contenders(args, parser)
+    for flag in ("json", "csv", "markdown", "plot"):
+        path = getattr(args, flag)
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            parser.error(f"--{flag}: the folder of {path!r} does not exist")
     if args.plot:
-        problem = bench_report.check_plot_available()
+        problem = bench_report.check_plot_available(args.plot)
         if problem:
             parser.error(problem)
 
@@ -223,7 +233,7 @@ def _run_bench(args, parser) -> int:
     print()
     print(f"{len(results)} cases, {len(results) - len(failed)} validated and timed"
           + (f", {len(failed)} FAILED validation: " + "; ".join(failed) if failed else ""))
-    for flag in ("json", "csv", "plot"):
+    for flag in ("json", "csv", "markdown", "plot"):
         if getattr(args, flag):
             print(f"wrote {getattr(args, flag)}")
     return exit_code
@@ -288,12 +298,35 @@ def _run_check(args, parser) -> int:
 
 
 # ----------------------------------------------------------------------------
+# train (the character model lives in train_cli.py)
+# ----------------------------------------------------------------------------
+
+def _add_train(subparsers):
+    from .train_cli import add_arguments
+
+    p = subparsers.add_parser(
+        "train", help="train a character-level LSTM on a text file and sample from it",
+        description="Train a character-level language model (truncated BPTT, checkpoints after "
+                    "every epoch) on --text, by default the Python standard library's sources, "
+                    "then print generated text.")
+    add_arguments(p)
+    return p
+
+
+def _run_train(args, parser) -> int:
+    from .train_cli import run
+
+    return run(args, parser)
+
+
+# ----------------------------------------------------------------------------
 # entry point
 # ----------------------------------------------------------------------------
 
 _COMMANDS = {
     "bench": (_add_bench, _run_bench),
     "check": (_add_check, _run_check),
+    "train": (_add_train, _run_train),
 }
 
 
@@ -320,6 +353,9 @@ def main(argv=None) -> int:
         return args.run(args, args.parser)
     except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+    except BrokenPipeError:  # the output went to `head` & co., which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

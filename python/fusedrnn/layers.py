@@ -181,6 +181,17 @@ class _RNNBase:
         shown += [f"{k}={v!r}" for k, v in cfg.items() if k in _DEFAULTS and v != _DEFAULTS[k]]
         return f"{type(self).__name__}({', '.join(shown)})"
 
+    @property
+    def rng(self) -> np.random.Generator:
+        """The generator initial weights and dropout masks are drawn from."""
+        return self._rng
+
+    @rng.setter
+    def rng(self, generator: np.random.Generator) -> None:
+        if not isinstance(generator, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(generator).__name__}")
+        self._rng = generator
+
     # --- parameters -----------------------------------------------------------------------
 
     def reset_parameters(self) -> None:

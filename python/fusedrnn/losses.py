@@ -1,0 +1,209 @@
+"""Losses: value and gradient with respect to the prediction, in one call.
+
+    loss = get('categorical_crossentropy')            # or a Loss instance
+    value, dpred = loss.value_and_grad(y_true, y_pred, weights=None)
+
+Reduction, as Keras: the per-element loss is averaged (mse, mae, binary cross-entropy) or summed
+(categorical cross-entropies) over the last axis, then averaged over every other axis.
+``weights`` (same shape as that per-sample loss, e.g. (B,) or (B, T)) turns the average into
+sum(w * l) / sum(w): Sequential passes a 0/1 mask of the valid steps of padded sequences.
+
+Cross-entropies take probabilities (clipped to [eps, 1 - eps]) or, with ``from_logits=True``,
+logits, handled by log-sum-exp and softplus so nothing overflows.  Sequential fuses a final
+softmax/sigmoid Dense with its cross-entropy and feeds logits, so the probability path is used
+only when a model outputs probabilities some other way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "BinaryCrossentropy",
+           "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "get", "EPSILON"]
+
+EPSILON = 1e-7
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _reduce(per_sample, weights):
+    """Weighted mean of the per-sample losses and the factor each one's gradient carries."""
+    if weights is None:
+        n = per_sample.size
+        return float(per_sample.sum(dtype=np.float64)) / n, np.full(per_sample.shape, 1.0 / n)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != per_sample.shape:
+        raise ValueError(f"weights must have shape {_fmt(per_sample.shape)}, got {_fmt(w.shape)}")
+    total = w.sum()
+    if total <= 0:
+        raise ValueError("weights sum to zero: nothing to average")
+    return float((per_sample * w).sum()) / total, w / total
+
+
+class Loss:
+    name = ""
+
+    def __init__(self, from_logits: bool = False):
+        self.from_logits = bool(from_logits)
+
+    def get_config(self) -> dict:
+        return {"from_logits": self.from_logits}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(from_logits={self.from_logits})"
+
+    def __call__(self, y_true, y_pred, weights=None) -> float:
+        return self.value_and_grad(y_true, y_pred, weights)[0]
+
+    def value_and_grad(self, y_true, y_pred, weights=None):
+        y_pred = np.asarray(y_pred)
+        if y_pred.dtype.kind != "f":
+            raise TypeError(f"y_pred must be floating point, got dtype {y_pred.dtype}")
+        y_true = self._target(y_true, y_pred)
+        per, dper = self._elementwise(y_true, y_pred)
+        value, scale = _reduce(per, weights)
+        grad = dper * scale.reshape(scale.shape + (1,) * (dper.ndim - scale.ndim))
+        return value, grad.astype(y_pred.dtype, copy=False)
+
+    def _target(self, y_true, y_pred):
+        y = np.asarray(y_true)
+        if y.shape != y_pred.shape:
+            raise ValueError(f"{self.name}: y_true must have the shape of the predictions "
+                             f"{_fmt(y_pred.shape)}, got {_fmt(y.shape)}")
+        if y.dtype.kind not in "fiub":
+            raise TypeError(f"{self.name}: y_true must be numeric, got dtype {y.dtype}")
+        return y.astype(y_pred.dtype, copy=False)
+
+    def _elementwise(self, y, p):
+        """(per-sample loss over all but the last axis, d per-sample / d prediction)."""
+        raise NotImplementedError
+
+
+class MeanSquaredError(Loss):
+    name = "mse"
+
+    def __init__(self):
+        super().__init__(False)
+
+    def get_config(self) -> dict:
+        return {}
+
+    def _elementwise(self, y, p):
+        d = p - y
+        F = p.shape[-1]
+        return np.mean(d * d, axis=-1), d * (2.0 / F)
+
+
+class MeanAbsoluteError(Loss):
+    name = "mae"
+
+    def __init__(self):
+        super().__init__(False)
+
+    def get_config(self) -> dict:
+        return {}
+
+    def _elementwise(self, y, p):
+        d = p - y
+        F = p.shape[-1]
+        return np.mean(np.abs(d), axis=-1), np.sign(d) / F
+
+
+class BinaryCrossentropy(Loss):
+    """Targets in [0, 1] (usually 0/1), one per output unit."""
+
+    name = "binary_crossentropy"
+
+    def _elementwise(self, y, p):
+        F = p.shape[-1]
+        if self.from_logits:
+            # -[y log s(z) + (1-y) log(1-s(z))] = max(z, 0) - z y + log(1 + exp(-|z|))
+            z = p
+            per = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+            e = np.exp(-np.abs(z))
+            s = np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+            return per.mean(axis=-1), (s - y) / F  # d/dz = sigmoid(z) - y
+        q = np.clip(p, EPSILON, 1 - EPSILON)
+        per = -(y * np.log(q) + (1 - y) * np.log1p(-q))
+        inside = (p > EPSILON) & (p < 1 - EPSILON)
+        return per.mean(axis=-1), np.where(inside, (q - y) / (q * (1 - q)), 0) / F
+
+
+class CategoricalCrossentropy(Loss):
+    """One-hot (or any distribution) targets over the last axis."""
+
+    name = "categorical_crossentropy"
+
+    def _elementwise(self, y, p):
+        if self.from_logits:
+            # log softmax(z) = z - max - log sum exp(z - max)
+            shifted = p - p.max(axis=-1, keepdims=True)
+            lse = np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+            log_soft = shifted - lse
+            per = -(y * log_soft).sum(axis=-1)
+            # d/dz = softmax(z) * sum(y) - y   (= softmax - y for a one-hot y)
+            return per, np.exp(log_soft) * y.sum(axis=-1, keepdims=True) - y
+        q = np.clip(p, EPSILON, 1 - EPSILON)
+        inside = (p > EPSILON) & (p < 1 - EPSILON)
+        return -(y * np.log(q)).sum(axis=-1), np.where(inside, -y / q, 0)
+
+
+class SparseCategoricalCrossentropy(CategoricalCrossentropy):
+    """Integer class ids: y_true has the prediction's shape without its last (class) axis
+    (a trailing axis of size 1 is accepted too)."""
+
+    name = "sparse_categorical_crossentropy"
+
+    def _target(self, y_true, y_pred):
+        y = np.asarray(y_true)
+        if y.ndim == y_pred.ndim and y.shape[-1:] == (1,):
+            y = y[..., 0]
+        if y.shape != y_pred.shape[:-1]:
+            raise ValueError(f"{self.name}: y_true must hold one class id per prediction, shape "
+                             f"{_fmt(y_pred.shape[:-1])}, got {_fmt(y.shape)}")
+        if y.dtype.kind == "f":
+            if not np.all(y == np.round(y)):
+                raise TypeError(f"{self.name}: y_true must be integer class ids, got fractional values")
+            y = y.astype(np.int64)
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"{self.name}: y_true must be integer class ids, got dtype {y.dtype}")
+        C = y_pred.shape[-1]
+        if y.size and (y.min() < 0 or y.max() >= C):
+            raise ValueError(f"{self.name}: class ids must lie in 0..{C - 1}, got values from "
+                             f"{y.min()} to {y.max()}")
+        return _one_hot(y, C, y_pred.dtype)
+
+
+def _one_hot(ids, C, dtype):
+    out = np.zeros(ids.shape + (C,), dtype)
+    np.put_along_axis(out, ids[..., None], 1, axis=-1)
+    return out
+
+
+_BY_NAME = {
+    "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
+    "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
+    "binary_crossentropy": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+}
+_CLASSES = {c.__name__: c for c in set(_BY_NAME.values())}
+
+
+def get(loss) -> Loss:
+    """A Loss from its Keras name ('mse', 'categorical_crossentropy', ...) or a Loss instance."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str) and loss in _BY_NAME:
+        return _BY_NAME[loss]()
+    raise ValueError(f"unknown loss {loss!r}; choose from {sorted(_BY_NAME)} or pass a Loss instance")
+
+
+def to_config(loss: Loss) -> dict:
+    return {"class": type(loss).__name__, "config": loss.get_config()}
+
+
+def from_config(cfg) -> Loss:
+    return _CLASSES[cfg["class"]](**cfg["config"])

@@ -1,0 +1,383 @@
+"""Model pieces for fusedrnn.Sequential: Dense, Dropout, Embedding, and Recurrent, which puts an
+LSTM/GRU/RNN layer (fusedrnn.layers) inside a model.
+
+Inside a model, data is batch-first, as in Keras: sequences are (B, T, F), token ids (B, T).
+
+Every piece speaks the same small protocol, the one fusedrnn.layers already uses:
+
+    params, grads     dicts of arrays under the same keys; backward adds (+=) into grads
+    forward(x, training=False, lengths=None) -> y
+    backward(dy) -> dx          after a training forward (dx is None below an Embedding)
+    zero_grad(), get_config() / from_config(), reset_parameters(rng)
+    rng               the np.random.Generator the piece draws from (dropout masks, init);
+                      Sequential hands each piece its own, spawned from the model's seed
+
+``lengths`` (B,) marks each sequence's valid steps in a right-padded batch; only Recurrent
+uses it.  Derivatives are noted where they are used.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .layers import GRU, LSTM, RNN, _RNNBase
+
+__all__ = ["Dense", "Dropout", "Embedding", "Recurrent", "ACTIVATIONS"]
+
+ACTIVATIONS = (None, "linear", "relu", "tanh", "sigmoid", "softmax")
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _float_dtype(value) -> np.dtype:
+    dt = np.dtype(value)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dt}")
+    return dt
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)) without overflow for large |z|."""
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    e = np.exp(z[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Layer:
+    """Base of the model pieces: no parameters, identity config."""
+
+    dtype = None  # float pieces set it; Sequential checks they agree
+
+    def __init__(self):
+        self.params: dict = {}
+        self.grads: dict = {}
+
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g.fill(0)
+
+    def reset_parameters(self, rng=None) -> None:
+        pass
+
+    def get_config(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __call__(self, x, training=False, lengths=None):
+        return self.forward(x, training=training, lengths=lengths)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def _need_trace(self, value):
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.backward needs a training forward first "
+                               "(forward(x, training=True))")
+        return value
+
+
+class Dense(Layer):
+    """``y = act(x @ weight.T + bias)`` over the last axis (so a (B, T, in) sequence maps step by
+    step to (B, T, out)).  ``weight`` is (out, in) as torch's Linear; initialised Glorot-uniform
+    with a zero bias, as Keras' Dense.  activation: None/'linear', 'relu', 'tanh', 'sigmoid',
+    'softmax' (over the last axis)."""
+
+    def __init__(self, in_features, out_features, activation=None, bias=True, *,
+                 dtype="float32", seed=None):
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features")
+        self.out_features = _positive_int(out_features, "out_features")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.activation = None if activation == "linear" else activation
+        self.bias = bool(bias)
+        self.dtype = _float_dtype(dtype)
+        self.rng = np.random.default_rng(seed)
+        self.params = {"weight": np.empty((self.out_features, self.in_features), self.dtype)}
+        if self.bias:
+            self.params["bias"] = np.zeros(self.out_features, self.dtype)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._trace = None
+        self._z = None
+        self.reset_parameters()
+
+    def reset_parameters(self, rng=None) -> None:
+        rng = self.rng if rng is None else rng
+        limit = math.sqrt(6.0 / (self.in_features + self.out_features))
+        self.params["weight"][...] = rng.uniform(-limit, limit, self.params["weight"].shape)
+        if self.bias:
+            self.params["bias"].fill(0)
+
+    def get_config(self) -> dict:
+        return dict(in_features=self.in_features, out_features=self.out_features,
+                    activation=self.activation, bias=self.bias, dtype=self.dtype.name)
+
+    def forward(self, x, training=False, lengths=None):
+        x = np.asarray(x)
+        if x.dtype != self.dtype:
+            raise TypeError(f"Dense input must have dtype {self.dtype} (the layer's), got {x.dtype}")
+        if x.ndim < 2 or x.shape[-1] != self.in_features:
+            raise ValueError(f"Dense({self.in_features}, {self.out_features}) needs input of shape "
+                             f"(..., {self.in_features}), got {_fmt(x.shape)}")
+        z = x @ self.params["weight"].T
+        if self.bias:
+            z += self.params["bias"]
+        y = self._activate(z)
+        self._z = z
+        self._trace = (x, z, y) if training else None
+        return y
+
+    def logits(self):
+        """The pre-activation of the last forward, training or not (a loss fused with the
+        activation reads it)."""
+        if self._z is None:
+            raise RuntimeError("Dense.logits needs a forward first")
+        return self._z
+
+    def _activate(self, z):
+        a = self.activation
+        if a is None:
+            return z
+        if a == "relu":
+            return np.maximum(z, 0)
+        if a == "tanh":
+            return np.tanh(z)
+        if a == "sigmoid":
+            return sigmoid(z)
+        return softmax(z)
+
+    def backward(self, dy):
+        x, z, y = self._need_trace(self._trace)
+        a = self.activation
+        if a is None:
+            dz = dy
+        elif a == "relu":
+            dz = dy * (z > 0)
+        elif a == "tanh":
+            dz = dy * (1 - y * y)  # d tanh = 1 - tanh^2
+        elif a == "sigmoid":
+            dz = dy * y * (1 - y)  # d sigmoid = s (1 - s)
+        else:
+            # softmax Jacobian-vector product: dz = y * (dy - <dy, y>)
+            dz = y * (dy - np.sum(dy * y, axis=-1, keepdims=True))
+        return self.backward_logits(dz)
+
+    def backward_logits(self, dz):
+        """Backward from the gradient of the pre-activation (a loss fused with the activation)."""
+        x, _, _ = self._need_trace(self._trace)
+        self._trace = None
+        dz = np.asarray(dz, self.dtype)
+        x2 = x.reshape(-1, self.in_features)
+        dz2 = dz.reshape(-1, self.out_features)
+        self.grads["weight"] += dz2.T @ x2
+        if self.bias:
+            self.grads["bias"] += dz2.sum(axis=0)
+        return (dz2 @ self.params["weight"]).reshape(x.shape)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training each element is zeroed with probability ``rate`` and the
+    survivors scaled by 1/(1 - rate); identity at inference."""
+
+    def __init__(self, rate):
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+            raise ValueError(f"rate must be a number in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.rng = np.random.default_rng()
+        self._mask = None
+
+    def get_config(self) -> dict:
+        return {"rate": self.rate}
+
+    def forward(self, x, training=False, lengths=None):
+        x = np.asarray(x)
+        if not training or self.rate == 0:
+            self._mask = 1.0 if training else None
+            return x
+        keep = self.rng.random(x.shape) >= self.rate
+        self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * self._mask
+
+    def backward(self, dy):
+        mask = self._need_trace(self._mask)
+        self._mask = None
+        return dy * mask
+
+
+class Embedding(Layer):
+    """Token ids (B, T) -> vectors (B, T, dim): row ``ids`` of ``weight`` (vocab, dim), initialised
+    uniform(-0.05, 0.05) as Keras' Embedding.  Ids must lie in 0..vocab-1."""
+
+    def __init__(self, num_embeddings, embedding_dim, *, dtype="float32", seed=None):
+        super().__init__()
+        self.num_embeddings = _positive_int(num_embeddings, "num_embeddings")
+        self.embedding_dim = _positive_int(embedding_dim, "embedding_dim")
+        self.dtype = _float_dtype(dtype)
+        self.rng = np.random.default_rng(seed)
+        self.params = {"weight": np.empty((self.num_embeddings, self.embedding_dim), self.dtype)}
+        self.grads = {"weight": np.zeros_like(self.params["weight"])}
+        self._ids = None
+        self.reset_parameters()
+
+    def reset_parameters(self, rng=None) -> None:
+        rng = self.rng if rng is None else rng
+        self.params["weight"][...] = rng.uniform(-0.05, 0.05, self.params["weight"].shape)
+
+    def get_config(self) -> dict:
+        return dict(num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim,
+                    dtype=self.dtype.name)
+
+    def forward(self, x, training=False, lengths=None):
+        ids = np.asarray(x)
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"Embedding input must be integer token ids, got dtype {ids.dtype}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
+            raise ValueError(f"Embedding ids must lie in 0..{self.num_embeddings - 1}, got values "
+                             f"from {ids.min()} to {ids.max()}")
+        self._ids = ids if training else None
+        return self.params["weight"][ids]
+
+    def backward(self, dy):
+        ids = self._need_trace(self._ids)
+        self._ids = None
+        # Repeated ids accumulate: add.at, not fancy-index assignment.
+        np.add.at(self.grads["weight"], ids.ravel(), np.asarray(dy).reshape(-1, self.embedding_dim))
+        return None
+
+
+_RECURRENT_CLASSES = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}
+
+
+class Recurrent(Layer):
+    """An LSTM/GRU/RNN layer (any number of layers, uni- or bidirectional) inside a model.
+
+    Recurrent(LSTM(8, 128))                          -> (B, D*P), the last valid step
+    Recurrent(GRU(12, 64), return_sequences=True)    -> (B, T, D*P), zeros past each length
+
+    The last valid step of sequence b is its state after step lengths[b]-1 for the forward
+    direction and after step 0 for the reverse one (torch's h_n of the top layer), so padding
+    never reaches the output.  ``stateful=True`` carries the final state of each batch into the
+    next (truncated backpropagation through time: gradients stop at the batch boundary); the
+    model resets it at the start of every epoch, evaluate and predict, and when the batch size
+    changes.  Model inputs are batch-first; the wrapped layer may be built either way.
+    ``params`` and ``grads`` are the wrapped layer's own dicts (torch names)."""
+
+    def __init__(self, layer, return_sequences=False, stateful=False):
+        super().__init__()
+        if not isinstance(layer, _RNNBase):
+            raise TypeError(f"Recurrent wraps a fusedrnn LSTM, GRU or RNN, got {type(layer).__name__}")
+        self.layer = layer
+        self.return_sequences = bool(return_sequences)
+        self.stateful = bool(stateful)
+        self.dtype = layer.dtype
+        self.params = layer.params
+        self.grads = layer.grads
+        self._state = None
+        self._trace = None
+
+    @property
+    def rng(self):
+        return self.layer.rng
+
+    @rng.setter
+    def rng(self, generator):
+        self.layer.rng = generator
+
+    @property
+    def output_size(self) -> int:
+        return self.layer.num_directions * (self.layer.proj_size or self.layer.hidden_size)
+
+    def reset_parameters(self, rng=None) -> None:
+        if rng is not None:
+            self.rng = rng
+        self.layer.reset_parameters()
+
+    def reset_states(self) -> None:
+        self._state = None
+
+    def get_config(self) -> dict:
+        return {"layer": {"class": type(self.layer).__name__, "config": self.layer.get_config()},
+                "return_sequences": self.return_sequences, "stateful": self.stateful}
+
+    @classmethod
+    def from_config(cls, config):
+        inner = config["layer"]
+        layer = _RECURRENT_CLASSES[inner["class"]].from_config(inner["config"])
+        return cls(layer, config.get("return_sequences", False), config.get("stateful", False))
+
+    def __repr__(self) -> str:
+        return (f"Recurrent({self.layer!r}, return_sequences={self.return_sequences}"
+                + (", stateful=True)" if self.stateful else ")"))
+
+    def forward(self, x, training=False, lengths=None):
+        layer = self.layer
+        x = np.asarray(x)
+        if x.ndim != 3:
+            raise ValueError(f"Recurrent input must be batch-first (B, T, features), "
+                             f"got shape {_fmt(x.shape)}")
+        B = x.shape[0]
+        if not layer.batch_first:
+            x = x.transpose(1, 0, 2)
+        state = self._state if self.stateful and self._state is not None \
+            and self._state[0].shape[1] == B else None
+        layer.train(training)
+        if isinstance(layer, LSTM):
+            out, (h_n, c_n) = layer(x, state, lengths)
+        else:
+            out, h_n = layer(x, None if state is None else state[0], lengths)
+            c_n = None
+        if self.stateful:
+            self._state = (h_n, c_n) if c_n is not None else (h_n,)
+        self._trace = (h_n.shape,) if training else None
+        if self.return_sequences:
+            return out if layer.batch_first else np.ascontiguousarray(out.transpose(1, 0, 2))
+        D = layer.num_directions
+        return np.ascontiguousarray(h_n[-D:].transpose(1, 0, 2)).reshape(B, -1)
+
+    def backward(self, dy):
+        (hshape,) = self._need_trace(self._trace)
+        self._trace = None
+        layer = self.layer
+        if self.return_sequences:
+            dout = dy if layer.batch_first else dy.transpose(1, 0, 2)
+            dh_n = None
+        else:
+            D = layer.num_directions
+            LD, B, P = hshape
+            dh_n = np.zeros(hshape, layer.dtype)
+            dh_n[LD - D:] = np.asarray(dy, layer.dtype).reshape(B, D, P).transpose(1, 0, 2)
+            dout = None
+        if isinstance(layer, LSTM):
+            dx, _ = layer.backward(dout, (dh_n, None))
+        else:
+            dx, _ = layer.backward(dout, dh_n)
+        return dx if layer.batch_first else dx.transpose(1, 0, 2)
+
+
+LAYER_CLASSES = {c.__name__: c for c in (Dense, Dropout, Embedding, Recurrent)}
