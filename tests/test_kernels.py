@@ -13,6 +13,7 @@ import pytest
 
 from conftest import (CELL_CONFIGS, GATES, assert_close, make_case, make_cotangents,
                       make_lengths, run_backward, run_forward)
+import fusedrnn
 from fusedrnn import _core, ops
 from fusedrnn import reference as ref
 
@@ -580,3 +581,38 @@ def test_input_projection_chunks(rng, config, reverse, dtype, ragged):
         lengths[0] = T
     check_against_reference(rng, cell, act, case, dtype, f"{config} chunks reverse={reverse}",
                             lengths=lengths, reverse=reverse)
+
+
+# ----------------------------------------------------------------------------
+# large scratch blocks are reused between calls: stale contents must never be read
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("config", ["lstm-tanh", "gru", "rnn-tanh"])
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+def test_reused_scratch_is_not_read(rng, config, lengths):
+    """Fill the block cache with NaN (outputs of big calls, poisoned and freed), then check
+    calls that reuse those blocks against the oracle."""
+    cell, act = CELL_CONFIGS[config]
+    T, B, I, H = 30, 40, 32, 64   # workspace, gate gradients, projection chunk: over 1 MiB
+    dtype = np.float32
+    case = make_case(rng, cell, T, B, I, H, dtype)
+    for _ in range(2):
+        out, h_n, c_n, cache = run_forward(ops, cell, act, case, training=True)
+        grads = run_backward(ops, cell, cache, *make_cotangents(rng, out, h_n, c_n, dtype))
+        for a in [out, cache.workspace, *grads.values()]:
+            a.fill(np.nan)
+        del out, cache, grads, a
+    assert _core.cached_bytes() > 0
+    lens = rng.integers(1, T + 1, size=B) if lengths else None
+    for reverse in (False, True):
+        check_against_reference(rng, cell, act, case, dtype, f"{config} after NaN scratch",
+                                lengths=lens, reverse=reverse)
+
+
+def test_empty_cache_returns_blocks(rng):
+    case = make_case(rng, "lstm", 30, 40, 24, 48, np.float32)
+    out, *_ = run_forward(ops, "lstm", "tanh", case, training=True)
+    del out, _
+    assert _core.cached_bytes() > 0
+    fusedrnn.empty_cache()
+    assert _core.cached_bytes() == 0

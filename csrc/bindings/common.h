@@ -14,6 +14,7 @@
 
 #include "fusedrnn/common.h"
 #include "fusedrnn/kernels.h"
+#include "fusedrnn/memory.h"
 
 namespace fusedrnn::bind {
 
@@ -51,9 +52,15 @@ const T* checked(const py::array& a, const char* name, const std::vector<int64_t
   return static_cast<const T*>(a.data());
 }
 
+// An uninitialised array whose memory comes from the block cache and goes back to it when
+// the array is freed (large outputs and workspaces are then not page-faulted in every call).
 template <typename T>
 py::array_t<T> empty(const std::vector<int64_t>& shape) {
-  return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  size_t n = 1;
+  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  void* p = mem::acquire(n * sizeof(T));
+  py::capsule owner(p, [](void* q) { mem::release(q); });
+  return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()), static_cast<T*>(p), owner);
 }
 
 template <typename T>

@@ -5,6 +5,7 @@
 #include "common.h"
 #include "fusedrnn/blas.h"
 #include "fusedrnn/kernels.h"
+#include "fusedrnn/memory.h"
 #include "fusedrnn/threading.h"
 
 namespace fusedrnn::bind {
@@ -29,6 +30,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("blas_num_threads", &blas::num_threads, "Threads of the BLAS's own pool (kept at 1).");
   m.def("blas_corename", &blas::corename, "The BLAS kernel family chosen for this CPU.");
   m.def("blas_config", &blas::config);
+  m.def("cached_bytes", &mem::cached_bytes, "Bytes of scratch memory kept for the next calls.");
+  m.def("empty_cache", &mem::empty_cache, "Return the kept scratch memory to the system.");
   m.def("isa", &cpu::isa, "Instruction set of the elementwise kernels in use.");
   m.def("best_isa", &cpu::best_isa, "The best instruction set this CPU and build support.");
   m.def("set_isa", &cpu::set_isa, py::arg("name"),

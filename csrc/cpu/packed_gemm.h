@@ -13,25 +13,21 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <new>
+
+#include "fusedrnn/memory.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA::packed {
 
-// 64-byte aligned scratch memory, uninitialised.
+// 64-byte aligned scratch memory, uninitialised, from the block cache (memory.h).
 class Buffer {
  public:
   Buffer() = default;
-  explicit Buffer(size_t n) : n_(n) {
-    const size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
-    p_ = static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64));
-    if (!p_) throw std::bad_alloc();
-  }
+  explicit Buffer(size_t n) : p_(static_cast<float*>(mem::acquire(n * sizeof(float)))), n_(n) {}
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
   Buffer(Buffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; }
-  ~Buffer() { std::free(p_); }
+  ~Buffer() { mem::release(p_); }
   float* data() const { return p_; }
   void zero() { std::memset(p_, 0, n_ * sizeof(float)); }
 

@@ -9,7 +9,7 @@ _core = _load_core()
 
 from . import ops, reference  # noqa: E402
 from .layers import GRU, LSTM, RNN  # noqa: E402
-from ._info import build_info, cuda_available, get_num_threads, set_num_threads  # noqa: E402
+from ._info import build_info, cuda_available, empty_cache, get_num_threads, set_num_threads  # noqa: E402
 from . import callbacks, losses, metrics, optimizers  # noqa: E402
 from .nn import Dense, Dropout, Embedding, Recurrent  # noqa: E402
 from .models import Sequential  # noqa: E402
@@ -32,6 +32,7 @@ __all__ = [
     "ops",
     "reference",
     "build_info",
+    "empty_cache",
     "cuda_available",
     "get_num_threads",
     "set_num_threads",

@@ -15,6 +15,7 @@ def build_info() -> dict:
         "blas_core": _core.blas_corename(),
         "blas_config": _core.blas_config().strip(),
         "num_threads": get_num_threads(),
+        "cached_bytes": int(_core.cached_bytes()),
         "cuda_compiled": bool(_core.cuda_compiled),
         "cuda_available": cuda_available(),
     }
@@ -43,3 +44,12 @@ def set_num_threads(n: int) -> None:
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     _core.set_num_threads(n)
+
+
+def empty_cache() -> None:
+    """Return the scratch memory kept between calls to the system.
+
+    Calls keep up to 256 MiB of large scratch blocks (workspaces, gate gradients, packed
+    weights) for the next call, so that memory is not zero-filled by the system again on
+    every call; build_info()["cached_bytes"] shows how much is kept now."""
+    _core.empty_cache()

@@ -1,0 +1,115 @@
+#include "fusedrnn/memory.h"
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <new>
+#include <unordered_map>
+
+namespace fusedrnn::mem {
+namespace {
+
+constexpr size_t kSmall = size_t(1) << 20;
+constexpr size_t kGrain = size_t(64) << 10;
+
+struct Pool {
+  std::mutex lock;
+  std::multimap<size_t, void*> idle;       // size -> block, kept for reuse
+  std::unordered_map<void*, size_t> size;  // every large block handed out or idle
+  size_t idle_bytes = 0;
+};
+
+// Never destroyed: arrays holding blocks may be freed during interpreter shutdown, after static
+// destructors would have run.
+Pool& pool() {
+  static Pool* p = new Pool;
+  return *p;
+}
+
+void* system_alloc(size_t bytes) {
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+}  // namespace
+
+void* acquire(size_t bytes) {
+  bytes = bytes ? ((bytes + 63) / 64) * 64 : 64;
+  if (bytes < kSmall) return system_alloc(bytes);
+  bytes = ((bytes + kGrain - 1) / kGrain) * kGrain;
+  Pool& P = pool();
+  {
+    std::lock_guard<std::mutex> hold(P.lock);
+    // The smallest idle block that fits, unless it would waste more than half of itself.
+    auto it = P.idle.lower_bound(bytes);
+    if (it != P.idle.end() && it->first <= 2 * bytes) {
+      void* p = it->second;
+      P.idle_bytes -= it->first;
+      P.idle.erase(it);
+      return p;
+    }
+  }
+  void* p = system_alloc(bytes);
+  try {
+    std::lock_guard<std::mutex> hold(P.lock);
+    P.size[p] = bytes;
+  } catch (...) {
+    std::free(p);
+    throw;
+  }
+  return p;
+}
+
+void release(void* p) noexcept {
+  if (!p) return;
+  Pool& P = pool();
+  std::unique_lock<std::mutex> hold(P.lock);
+  auto it = P.size.find(p);
+  if (it == P.size.end()) {  // a small block
+    hold.unlock();
+    std::free(p);
+    return;
+  }
+  const size_t bytes = it->second;
+  if (bytes > kCacheLimit) {
+    P.size.erase(it);
+    hold.unlock();
+    std::free(p);
+    return;
+  }
+  // Make room by dropping the largest idle blocks first.
+  while (P.idle_bytes + bytes > kCacheLimit && !P.idle.empty()) {
+    auto last = std::prev(P.idle.end());
+    P.idle_bytes -= last->first;
+    P.size.erase(last->second);
+    std::free(last->second);
+    P.idle.erase(last);
+  }
+  try {
+    P.idle.emplace(bytes, p);
+    P.idle_bytes += bytes;
+  } catch (...) {  // no memory for the bookkeeping: give the block back instead
+    P.size.erase(p);
+    std::free(p);
+  }
+}
+
+size_t cached_bytes() {
+  Pool& P = pool();
+  std::lock_guard<std::mutex> hold(P.lock);
+  return P.idle_bytes;
+}
+
+void empty_cache() {
+  Pool& P = pool();
+  std::lock_guard<std::mutex> hold(P.lock);
+  for (auto& [bytes, p] : P.idle) {
+    P.size.erase(p);
+    std::free(p);
+  }
+  P.idle.clear();
+  P.idle_bytes = 0;
+}
+
+}  // namespace fusedrnn::mem
