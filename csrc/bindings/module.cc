@@ -27,6 +27,8 @@ PYBIND11_MODULE(_core, m) {
     if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
     set_num_threads(n);
   }, py::arg("n"), "Threads for the kernels (time loop and split BLAS products).");
+  m.def("threads_disabled_by_fork", &threads_disabled_by_fork,
+        "True in a process forked after the kernels' thread pool started: it runs on one thread.");
   m.def("blas_num_threads", &blas::num_threads, "Threads of the BLAS's own pool (kept at 1).");
   m.def("blas_corename", &blas::corename, "The BLAS kernel family chosen for this CPU.");
   m.def("blas_config", &blas::config);

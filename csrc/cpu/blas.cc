@@ -74,6 +74,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   const bool split_rows = M >= N;
   const int64_t extent = split_rows ? M : N;
   const int nt = static_cast<int>(std::min<int64_t>(want, (extent + 15) / 16));
+  if (nt > 1) fusedrnn::note_pool_started();
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();

@@ -76,7 +76,9 @@ inline void share(int64_t n, int tid, int nt, int64_t& begin, int64_t& end) {
 inline int threads_for(int64_t flops, int64_t blocks) {
   const int want = fusedrnn::num_threads();
   if (flops < 200000) return 1;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, blocks)));
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, blocks)));
+  if (nt > 1) fusedrnn::note_pool_started();
+  return nt;
 }
 
 template <class Cell>

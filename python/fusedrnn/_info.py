@@ -38,12 +38,23 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Use n threads (n >= 1) for the kernels."""
+    """Use n threads (n >= 1) for the kernels.
+
+    A process forked (multiprocessing's default on Linux) after fusedrnn ran on several
+    threads runs the kernels on one thread: GNU OpenMP cannot start threads there.  Use the
+    'spawn' or 'forkserver' start method for multi-threaded workers."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     _core.set_num_threads(n)
+    if n > 1 and _core.threads_disabled_by_fork():
+        import warnings
+
+        warnings.warn("this process was forked after fusedrnn's threads started; GNU OpenMP cannot "
+                      "start threads here, so the kernels run on one thread (use the 'spawn' or "
+                      "'forkserver' start method for multi-threaded workers)", RuntimeWarning,
+                      stacklevel=2)
 
 
 def empty_cache() -> None:
