@@ -5,8 +5,8 @@
 
 namespace fusedrnn::bind {
 
-Seq geometry(const CellSpec& cell, const py::array& x, const py::array& w_ih, const py::array& w_hh,
-             const py::object& w_hr, const py::object& lengths, bool reverse,
+Seq geometry(const CellSpec& cell, const py::array& x, const py::array& w_ih, const py::object& w_hr,
+             const py::object& lengths, bool reverse,
              std::vector<int64_t>& lengths_store) {
   if (x.ndim() != 3) throw py::value_error("x must be 3-D (T, B, I), got shape " + shape_str(x));
   if (w_ih.ndim() != 2) throw py::value_error("w_ih must be 2-D (G*H, I), got shape " + shape_str(w_ih));
@@ -47,7 +47,6 @@ Seq geometry(const CellSpec& cell, const py::array& x, const py::array& w_ih, co
         throw py::value_error("lengths must lie in 1.." + std::to_string(q.T) + ", got " + std::to_string(v));
     q.lengths = lengths_store.data();
   }
-  (void)w_hh;
   return q;
 }
 
@@ -57,7 +56,7 @@ py::tuple forward(const CellSpec& cell, const py::array& x, const py::array& w_i
                   const py::object& w_hr, const py::array& h0, const py::object& c0,
                   const py::object& lengths, bool reverse, Act act, bool training) {
   std::vector<int64_t> len;
-  const Seq q = geometry(cell, x, w_ih, w_hh, w_hr, lengths, reverse, len);
+  const Seq q = geometry(cell, x, w_ih, w_hr, lengths, reverse, len);
   const int64_t GH = cell.gates * q.H;
   const bool proj = !w_hr.is_none();
   Weights<T> w{checked<T>(w_ih, "w_ih", {GH, q.I}), checked<T>(w_hh, "w_hh", {GH, q.P}),
@@ -100,7 +99,7 @@ py::tuple backward(const CellSpec& cell, const py::array& x, const py::array& w_
                    bool reverse, Act act, const py::array& ws, const py::array& dout,
                    const py::array& dh_n, const py::object& dc_n) {
   std::vector<int64_t> len;
-  const Seq q = geometry(cell, x, w_ih, w_hh, w_hr, lengths, reverse, len);
+  const Seq q = geometry(cell, x, w_ih, w_hr, lengths, reverse, len);
   const int64_t GH = cell.gates * q.H;
   const bool proj = !w_hr.is_none();
   Weights<T> w{checked<T>(w_ih, "w_ih", {GH, q.I}), checked<T>(w_hh, "w_hh", {GH, q.P}), nullptr,

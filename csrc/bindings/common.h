@@ -83,8 +83,8 @@ struct CellSpec {
 };
 
 // Geometry read off x, w_ih, w_hh (and w_hr), with every size checked.
-Seq geometry(const CellSpec& cell, const py::array& x, const py::array& w_ih, const py::array& w_hh,
-             const py::object& w_hr, const py::object& lengths, bool reverse,
+Seq geometry(const CellSpec& cell, const py::array& x, const py::array& w_ih, const py::object& w_hr,
+             const py::object& lengths, bool reverse,
              std::vector<int64_t>& lengths_store);
 
 template <typename T>

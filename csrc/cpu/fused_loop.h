@@ -98,8 +98,7 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<float>& w,
   const int64_t B = q.B, H = q.H, I = q.I, W = cell.width();
   const int64_t npan = (H + U - 1) / U, ld = npan * NR;
 
-  // Steps per input-projection chunk (all T when rows read different times at a step).
-  const int64_t chunk = q.time_uniform() ? std::max<int64_t>(1, std::min<int64_t>(q.T, (1024 + B - 1) / B)) : q.T;
+  const int64_t chunk = projection_chunk(q);
   packed::Buffer wih(npan * I * NR), whh(npan * H * NR), xp(chunk * B * ld), hp(B * ld);
   std::vector<float> h(a.h0, a.h0 + B * H), h_next(B * H), c, c_next;
   if constexpr (Cell::kHasCell) {

@@ -41,6 +41,14 @@ void zero_padding(const Seq& q, T* a, int64_t n) {
     for (int64_t t = q.length(b); t < q.T; ++t) zero_row(a + (t * q.B + b) * n, n);
 }
 
+// Steps per input-projection chunk: enough rows (B * steps >= 1024) for the GEMM to run near
+// peak without a [T, B, G*H] buffer; all T when rows read different time indices at one step
+// (reverse direction with unequal lengths).
+inline int64_t projection_chunk(const Seq& q) {
+  if (!q.time_uniform()) return q.T;
+  return std::max<int64_t>(1, std::min<int64_t>(q.T, (1024 + q.B - 1) / q.B));
+}
+
 // The input projection xp[t] = x[t] W_ih^T for the steps a chunk covers (the cells add b_ih).  When every
 // step reads a single time index the chunk holds a few steps (bounded memory); otherwise
 // (reverse direction with ragged lengths) it holds all T.
@@ -48,13 +56,7 @@ template <typename T>
 class InputProjection {
  public:
   InputProjection(const Seq& q, const T* x, const T* w_ih, int64_t GH)
-      : q_(q), x_(x), w_ih_(w_ih), GH_(GH) {
-    if (q.time_uniform()) {
-      // Enough rows per GEMM to run near BLAS peak, without a [T, B, G*H] buffer.
-      steps_ = std::max<int64_t>(1, std::min<int64_t>(q.T, (1024 + q.B - 1) / q.B));
-    } else {
-      steps_ = q.T;
-    }
+      : q_(q), x_(x), w_ih_(w_ih), GH_(GH), steps_(projection_chunk(q)) {
     buf_.resize(static_cast<size_t>(steps_ * q.B * GH));
   }
 
@@ -84,7 +86,7 @@ class InputProjection {
   const Seq& q_;
   const T* x_;
   const T* w_ih_;
-  int64_t GH_, steps_ = 0, next_ = 0, t0_ = 0;
+  int64_t GH_, steps_, next_ = 0, t0_ = 0;
   std::vector<T> buf_;
 };
 
