@@ -82,7 +82,7 @@ struct CellSpec {
   int64_t (*ws_width)(int64_t H, int64_t P, bool proj);
 };
 
-// Geometry read off x, w_ih, w_hh (and w_hr), with every size checked.
+// Geometry read off x and w_ih (and w_hr), with every size checked.
 Seq geometry(const CellSpec& cell, const py::array& x, const py::array& w_ih, const py::object& w_hr,
              const py::object& lengths, bool reverse,
              std::vector<int64_t>& lengths_store);
