@@ -25,7 +25,7 @@ Seq geometry(const CellSpec& cell, const py::array& x, const py::array& w_ih, co
   if (!w_hr.is_none()) {
     if (!cell.has_c)
       throw py::value_error(std::string("w_hr (a projection) exists only for the LSTM, not the ") + cell.name);
-    py::array hr = w_hr.cast<py::array>();
+    const py::array hr = require_ndarray(w_hr, "w_hr");
     if (hr.ndim() != 2 || hr.shape(1) != q.H || hr.shape(0) < 1)
       throw py::value_error("w_hr must be (P, " + std::to_string(q.H) + "), got shape " + shape_str(hr));
     q.P = hr.shape(0);
@@ -37,8 +37,8 @@ Seq geometry(const CellSpec& cell, const py::array& x, const py::array& w_ih, co
                           ", w_ih " + shape_str(w_ih));
   q.reverse = reverse;
   if (!lengths.is_none()) {
-    const py::array len = lengths.cast<py::array>();
-    if (!len.dtype().is(py::dtype::of<int64_t>()))
+    const py::array len = require_ndarray(lengths, "lengths");
+    if (!has_dtype<int64_t>(len))
       throw py::type_error("lengths must have dtype int64, got " + std::string(py::str(len.dtype())));
     const int64_t* p = checked<int64_t>(len, "lengths", {q.B});
     lengths_store.assign(p, p + q.B);
@@ -59,15 +59,18 @@ py::tuple forward(const CellSpec& cell, const py::array& x, const py::array& w_i
   const Seq q = geometry(cell, x, w_ih, w_hr, lengths, reverse, len);
   const int64_t GH = cell.gates * q.H;
   const bool proj = !w_hr.is_none();
+  // Optional arrays are held here for the whole call (see require_ndarray).
+  const py::array hr = proj ? require_ndarray(w_hr, "w_hr") : py::array();
+  const py::array c0a = cell.has_c && !c0.is_none() ? require_ndarray(c0, "c0") : py::array();
   Weights<T> w{checked<T>(w_ih, "w_ih", {GH, q.I}), checked<T>(w_hh, "w_hh", {GH, q.P}),
                checked<T>(b_ih, "b_ih", {GH}), checked<T>(b_hh, "b_hh", {GH}),
-               proj ? checked<T>(w_hr.cast<py::array>(), "w_hr", {q.P, q.H}) : nullptr};
+               proj ? checked<T>(hr, "w_hr", {q.P, q.H}) : nullptr};
   ForwardArgs<T> a{};
   a.x = checked<T>(x, "x", {q.T, q.B, q.I});
   a.h0 = checked<T>(h0, "h0", {q.B, q.P});
   if (cell.has_c) {
     if (c0.is_none()) throw py::value_error("c0 is required");
-    a.c0 = checked<T>(c0.cast<py::array>(), "c0", {q.B, q.H});
+    a.c0 = checked<T>(c0a, "c0", {q.B, q.H});
   }
   auto out = empty<T>({q.T, q.B, q.P});
   auto h_n = empty<T>({q.B, q.P});
@@ -102,8 +105,10 @@ py::tuple backward(const CellSpec& cell, const py::array& x, const py::array& w_
   const Seq q = geometry(cell, x, w_ih, w_hr, lengths, reverse, len);
   const int64_t GH = cell.gates * q.H;
   const bool proj = !w_hr.is_none();
+  const py::array hr = proj ? require_ndarray(w_hr, "w_hr") : py::array();
+  const py::array dcn = cell.has_c && !dc_n.is_none() ? require_ndarray(dc_n, "dc_n") : py::array();
   Weights<T> w{checked<T>(w_ih, "w_ih", {GH, q.I}), checked<T>(w_hh, "w_hh", {GH, q.P}), nullptr,
-               nullptr, proj ? checked<T>(w_hr.cast<py::array>(), "w_hr", {q.P, q.H}) : nullptr};
+               nullptr, proj ? checked<T>(hr, "w_hr", {q.P, q.H}) : nullptr};
   BackwardArgs<T> a{};
   a.x = checked<T>(x, "x", {q.T, q.B, q.I});
   a.ws = checked<T>(ws, "workspace", {q.T, q.B, cell.ws_width(q.H, q.P, proj)});
@@ -111,7 +116,7 @@ py::tuple backward(const CellSpec& cell, const py::array& x, const py::array& w_
   a.dh_n = checked<T>(dh_n, "dh_n", {q.B, q.P});
   if (cell.has_c) {
     if (dc_n.is_none()) throw py::value_error("dc_n is required");
-    a.dc_n = checked<T>(dc_n.cast<py::array>(), "dc_n", {q.B, q.H});
+    a.dc_n = checked<T>(dcn, "dc_n", {q.B, q.H});
   }
   auto dx = empty<T>({q.T, q.B, q.I});
   auto dh0 = empty<T>({q.B, q.P});

@@ -36,12 +36,31 @@ inline std::string shape_str(const std::vector<int64_t>& shape) {
   return s.str();
 }
 
-// The checked data pointer of `a`, which must be a C-contiguous array of T with this shape.
+// True when `a` holds T: dtypes compared by equivalence, not identity (an array that went
+// through pickle carries its own dtype object; one with metadata is still plain float32).
+// A byte-swapped dtype is not equivalent and is refused.
+template <typename T>
+bool has_dtype(const py::array& a) {
+  return py::array_t<T>::check_(a);
+}
+
+// An optional array argument: the object itself when it is an ndarray, never a converted
+// temporary (whose memory would be freed while the kernel still reads it).
+inline py::array require_ndarray(const py::object& o, const char* name) {
+  if (!py::isinstance<py::array>(o))
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " +
+                         std::string(py::str(py::type::of(o).attr("__name__"))));
+  return py::reinterpret_borrow<py::array>(o);
+}
+
+// The checked data pointer of `a`, which must be a C-contiguous, aligned array of T with this
+// shape.
 template <typename T>
 const T* checked(const py::array& a, const char* name, const std::vector<int64_t>& shape) {
-  if (!a.dtype().is(py::dtype::of<T>()))
+  if (!has_dtype<T>(a))
     throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) +
-                         ", expected " + std::string(py::str(py::dtype::of<T>())));
+                         ", expected " + std::string(py::str(py::dtype::of<T>())) +
+                         " in native byte order");
   bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
   for (size_t i = 0; ok && i < shape.size(); ++i) ok = a.shape(i) == shape[i];
   if (!ok)
@@ -49,6 +68,9 @@ const T* checked(const py::array& a, const char* name, const std::vector<int64_t
                           shape_str(shape));
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + " must be C-contiguous");
+  if (reinterpret_cast<uintptr_t>(a.data()) % alignof(T) != 0)
+    throw py::value_error(std::string(name) + " must be aligned to " + std::to_string(alignof(T)) +
+                          " bytes (copy it with numpy.require(a, requirements='CA'))");
   return static_cast<const T*>(a.data());
 }
 
@@ -102,10 +124,10 @@ py::tuple backward(const CellSpec& cell, const py::array& x, const py::array& w_
 // Dtype dispatch on x: float32 or float64, anything else is a TypeError.
 template <class F32, class F64>
 py::tuple by_dtype(const py::array& x, F32&& f32, F64&& f64) {
-  if (x.dtype().is(py::dtype::of<float>())) return f32();
-  if (x.dtype().is(py::dtype::of<double>())) return f64();
+  if (has_dtype<float>(x)) return f32();
+  if (has_dtype<double>(x)) return f64();
   throw py::type_error("x has dtype " + std::string(py::str(x.dtype())) +
-                       ", expected float32 or float64");
+                       ", expected float32 or float64 in native byte order");
 }
 
 void bind_cell(py::module_& m, const CellSpec& cell, bool with_activation);

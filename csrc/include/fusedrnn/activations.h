@@ -11,13 +11,15 @@
 
 namespace fusedrnn::act {
 
-// exp(x) for float: x = n*ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 polynomial,
-// 2^n assembled in the exponent bits. Inputs are clamped to the normal range (NaN passes).
+// exp(x) for float: x = n*ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 polynomial, and
+// 2^n applied as two factors 2^a 2^b (a + b = n) so that results from the subnormal range up to
+// overflow (+inf past ~88.72) come out right.
+// NaN is returned as NaN without ever converting it to an integer.
 inline float exp_poly(float x) {
-  x = std::min(x, 88.0f);
-  x = std::max(x, -87.0f);
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
-  float r = x - n * 0.693359375f;
+  const bool nan = x != x;
+  const float xc = nan ? 0.0f : std::min(std::max(x, -104.0f), 89.0f);
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  float r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -26,18 +28,27 @@ inline float exp_poly(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
+  const int32_t ni = static_cast<int32_t>(n);  // in -150..128
+  const int32_t na = ni / 2, nb = ni - na;     // each in -75..64: normal powers of two
+  const uint32_t bits_a = static_cast<uint32_t>(na + 127) << 23;
+  const uint32_t bits_b = static_cast<uint32_t>(nb + 127) << 23;
+  float sa, sb;
+  std::memcpy(&sa, &bits_a, sizeof sa);
+  std::memcpy(&sb, &bits_b, sizeof sb);
+  const float y = (p * sa) * sb;
+  return nan ? x : y;
 }
 
 inline float exp_(float x) { return exp_poly(x); }
 inline double exp_(double x) { return std::exp(x); }
 
+// sigmoid(x) = 1 / (1 + e^-x) = e^x / (1 + e^x): the second form for x < 0 keeps tiny values
+// (sigmoid(-100) ~ 3.7e-44) instead of 1 / (1 + inf) = 0.  NaN stays NaN.
 template <typename T>
 inline T sigmoid(T x) {
-  return T(1) / (T(1) + exp_(-x));
+  const T e = exp_(-std::fabs(x));
+  const T s = T(1) / (T(1) + e);
+  return x >= T(0) ? s : (x < T(0) ? e * s : x);
 }
 
 // tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|)
