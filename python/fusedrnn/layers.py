@@ -332,6 +332,8 @@ class _RNNBase:
                 arr = np.asarray(value)
             except Exception as exc:
                 raise TypeError(f"{name} must be an array, got {type(value).__name__}") from exc
+        if not arr.dtype.isnative:
+            arr = ops._native(arr)  # same numbers, other byte order: no ambiguity to refuse
         if arr.dtype != self.dtype:
             # Strict, as torch: a silent cast would hide a float64 pipeline running in float32.
             hint = f"; convert it with .astype(np.{self.dtype.name})" if arr.dtype.kind in "fiu" else ""

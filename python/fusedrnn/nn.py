@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 
 from .layers import GRU, LSTM, RNN, _RNNBase
+from .ops import _native
 
 __all__ = ["Dense", "Dropout", "Embedding", "Recurrent", "ACTIVATIONS"]
 
@@ -139,6 +140,8 @@ class Dense(Layer):
 
     def forward(self, x, training=False, lengths=None):
         x = np.asarray(x)
+        if not x.dtype.isnative:
+            x = _native(x)
         if x.dtype != self.dtype:
             raise TypeError(f"Dense input must have dtype {self.dtype} (the layer's), got {x.dtype}")
         if x.ndim < 2 or x.shape[-1] != self.in_features:

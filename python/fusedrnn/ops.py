@@ -19,9 +19,12 @@ cache.  Shapes and equations are those of ``docs/conventions.md`` (time-major ``
 
 Dtypes: float32 or float64, taken from ``x``; every other array must have the same dtype
 (TypeError otherwise).  Integer, boolean, complex and float16 arrays are rejected with a
-TypeError (convert float16 with ``.astype(np.float32)``).  Non-contiguous arrays are accepted
-(copied).  ``None`` for a bias or a state means zeros.  Every shape and value error is a
-ValueError naming the argument, the shape expected and the shape received.
+TypeError (convert float16 with ``.astype(np.float32)``).  Arrays of any layout and provenance
+are accepted: non-contiguous, Fortran-order, negative strides, read-only, misaligned (e.g. a view
+into a byte buffer), byte-swapped ('>f4' on a little-endian machine) or with dtype metadata; they
+are copied into native, aligned, C-contiguous memory when the kernels need it (no copy otherwise).
+``None`` for a bias or a state means zeros.  Every shape and value error is a ValueError
+naming the argument, the shape expected and the shape received.
 """
 
 from __future__ import annotations
@@ -51,6 +54,14 @@ def _fmt(shape) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def _native(arr: np.ndarray) -> np.ndarray:
+    """arr in native byte order, aligned and C-contiguous, as the kernels take it; the same
+    array when it already is.  (np.ascontiguousarray alone keeps misaligned memory.)"""
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return np.require(arr, requirements="CA")
+
+
 def _array(value, name: str, dtype=None) -> np.ndarray:
     """value as a C-contiguous float array; dtype None means 'float32 or float64'."""
     if isinstance(value, np.ndarray):
@@ -60,6 +71,8 @@ def _array(value, name: str, dtype=None) -> np.ndarray:
             arr = np.asarray(value)
         except Exception as exc:  # ragged lists and other non-arrays
             raise TypeError(f"{name} must be an array of floats, got {type(value).__name__}") from exc
+    if arr.dtype.byteorder not in "=|" and arr.dtype.newbyteorder("=") in _FLOATS:
+        arr = _native(arr)  # '>f4' and '<f4' hold the same numbers; only the layout differs
     if arr.dtype not in _FLOATS:
         hint = " (convert it with .astype(np.float32))" if arr.dtype == np.float16 else ""
         if dtype is None:
@@ -68,7 +81,7 @@ def _array(value, name: str, dtype=None) -> np.ndarray:
     if dtype is not None and arr.dtype != dtype:
         raise TypeError(f"{name} has dtype {arr.dtype} but x has dtype {np.dtype(dtype)}; "
                         "pass every array in one dtype")
-    return np.ascontiguousarray(arr)
+    return _native(arr)
 
 
 def _shaped(value, name: str, shape: tuple, dtype, what: str) -> np.ndarray:
@@ -88,7 +101,7 @@ def _lengths(lengths, T: int, B: int):
         raise ValueError(f"lengths must have shape (B,) = ({B},), got {_fmt(arr.shape)}")
     if arr.size and (arr.min() < 1 or arr.max() > T):
         raise ValueError(f"lengths must lie in 1..T = 1..{T}, got values from {arr.min()} to {arr.max()}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return _native(arr.astype(np.int64, copy=False))
 
 
 def _flag(value, name: str) -> bool:
