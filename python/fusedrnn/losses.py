@@ -7,6 +7,8 @@ Reduction, as Keras: the per-element loss is averaged (mse, mae, binary cross-en
 (categorical cross-entropies) over the last axis, then averaged over every other axis.
 ``weights`` (same shape as that per-sample loss, e.g. (B,) or (B, T)) turns the average into
 sum(w * l) / sum(w): Sequential passes a 0/1 mask of the valid steps of padded sequences.
+Samples of weight 0 are left out by selection, so whatever their targets or predictions hold
+(NaN, inf) changes neither the value nor the gradient.
 
 Cross-entropies take probabilities (clipped to [eps, 1 - eps]) or, with ``from_logits=True``,
 logits, handled by log-sum-exp and softplus so nothing overflows.  Sequential fuses a final
@@ -28,18 +30,36 @@ def _fmt(shape) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _reduce(per_sample, weights):
-    """Weighted mean of the per-sample losses and the factor each one's gradient carries."""
-    if weights is None:
+def check_weights(weights, shape):
+    """weights as a float64 array of the per-sample shape: finite, >= 0, not all zero."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != tuple(shape):
+        raise ValueError(f"weights must have shape {_fmt(shape)} (one per sample), got {_fmt(w.shape)}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("weights must be finite and >= 0")
+    if w.sum() <= 0:
+        raise ValueError("weights sum to zero: nothing to average")
+    return w
+
+
+def mask_targets(y, w):
+    """y with the entries of zero-weight samples replaced by 0: a padded step may hold anything
+    (NaN included), and 0 * NaN would still be NaN, so it must never enter the arithmetic."""
+    if w is None or y.shape[:w.ndim] != w.shape:
+        return y
+    valid = (w != 0).reshape(w.shape + (1,) * (y.ndim - w.ndim))
+    return np.where(valid, y, np.zeros((), y.dtype))
+
+
+def _reduce(per_sample, w):
+    """Weighted mean of the per-sample losses and the factor each one's gradient carries;
+    zero-weight samples are left out by selection, not multiplied by 0."""
+    if w is None:
         n = per_sample.size
         return float(per_sample.sum(dtype=np.float64)) / n, np.full(per_sample.shape, 1.0 / n)
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != per_sample.shape:
-        raise ValueError(f"weights must have shape {_fmt(per_sample.shape)}, got {_fmt(w.shape)}")
     total = w.sum()
-    if total <= 0:
-        raise ValueError("weights sum to zero: nothing to average")
-    return float((per_sample * w).sum()) / total, w / total
+    valid = w != 0
+    return float((per_sample[valid] * w[valid]).sum()) / total, w / total
 
 
 class Loss:
@@ -61,10 +81,15 @@ class Loss:
         y_pred = np.asarray(y_pred)
         if y_pred.dtype.kind != "f":
             raise TypeError(f"y_pred must be floating point, got dtype {y_pred.dtype}")
-        y_true = self._target(y_true, y_pred)
-        per, dper = self._elementwise(y_true, y_pred)
-        value, scale = _reduce(per, weights)
-        grad = dper * scale.reshape(scale.shape + (1,) * (dper.ndim - scale.ndim))
+        w = None if weights is None else check_weights(weights, y_pred.shape[:-1])
+        y_true = self._target(mask_targets(np.asarray(y_true), w), y_pred)
+        with np.errstate(invalid="ignore", over="ignore"):
+            per, dper = self._elementwise(y_true, y_pred)
+            value, scale = _reduce(per, w)
+            scale = scale.reshape(scale.shape + (1,) * (dper.ndim - scale.ndim))
+            grad = dper * scale
+        if w is not None:
+            grad = np.where(scale != 0, grad, 0)
         return value, grad.astype(y_pred.dtype, copy=False)
 
     def _target(self, y_true, y_pred):

@@ -5,7 +5,12 @@
 
 Accuracy compares argmax of the prediction with the class id (sparse categorical) or with the
 target's argmax (categorical); for a binary cross-entropy, with predictions thresholded at 0.5 (at 0 for logits).
-``weights`` is the same per-sample weighting/mask the loss gets.
+Its flavour follows Keras: binary for binary_crossentropy, sparse for
+sparse_categorical_crossentropy, categorical for categorical_crossentropy; for any other loss,
+binary when the model has a single output unit and categorical when it has several.
+``weights`` is the same per-sample weighting/mask the loss gets; zero-weight samples are left
+out by selection (NaN in padding changes nothing).  A target whose shape does not fit the
+prediction is a ValueError (``check`` raises it before a training step changes any weight).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import losses as _losses
+from .losses import _fmt
 
 __all__ = ["Metric", "Accuracy", "MeanAbsoluteError", "get"]
 
@@ -31,37 +37,69 @@ class Metric:
         return self._total / self._count if self._count else float("nan")
 
     def update(self, y_true, y_pred, weights=None) -> None:
-        per = self._per_sample(np.asarray(y_true), np.asarray(y_pred))
-        if weights is None:
+        per, w = self._evaluate(y_true, y_pred, weights)
+        if w is None:
             self._total += float(per.sum())
             self._count += per.size
         else:
-            w = np.asarray(weights, np.float64)
-            self._total += float((per * w).sum())
+            valid = w != 0
+            self._total += float((per[valid] * w[valid]).sum())
             self._count += float(w.sum())
 
+    def check(self, y_true, y_pred, weights=None) -> None:
+        """Raise the ValueError update would raise, changing nothing."""
+        self._evaluate(y_true, y_pred, weights)
+
+    def _evaluate(self, y_true, y_pred, weights):
+        y, p = np.asarray(y_true), np.asarray(y_pred)
+        if p.ndim < 1:
+            raise ValueError(f"{self.name}: predictions need at least one axis, got shape {_fmt(p.shape)}")
+        w = None if weights is None else _losses.check_weights(weights, p.shape[:-1])
+        with np.errstate(invalid="ignore"):
+            per = self._per_sample(_losses.mask_targets(y, w), p)
+        if per.shape != p.shape[:-1]:
+            raise AssertionError(f"{self.name}: per-sample shape {per.shape} for predictions {p.shape}")
+        return per, w
+
     def _per_sample(self, y, p):
+        """One value per prediction row (shape p.shape[:-1]); ValueError if y does not fit p."""
         raise NotImplementedError
+
+    def _same_shape(self, y, p, what):
+        if y.shape == p.shape:
+            return y
+        if p.shape[-1] == 1 and y.shape == p.shape[:-1]:
+            return y[..., None]
+        raise ValueError(f"{self.name}: y_true must have the shape of the predictions {_fmt(p.shape)} "
+                         f"({what}), got {_fmt(y.shape)}")
 
 
 class Accuracy(Metric):
     name = "accuracy"
 
     def __init__(self, kind: str = "sparse", threshold: float = 0.5):
-        if kind not in ("sparse", "categorical", "binary"):
-            raise ValueError(f"kind must be 'sparse', 'categorical' or 'binary', got {kind!r}")
+        if kind not in ("sparse", "categorical", "binary", "auto"):
+            raise ValueError(f"kind must be 'sparse', 'categorical', 'binary' or 'auto', got {kind!r}")
         self.kind = kind
         self.threshold = float(threshold)
         super().__init__()
 
     def _per_sample(self, y, p):
-        if self.kind == "binary":
+        kind = self.kind
+        if kind == "auto":  # Keras' rule for a loss that says nothing about classes
+            kind = "binary" if p.shape[-1] == 1 else "categorical"
+        if kind == "binary":
+            y = self._same_shape(y, p, "binary accuracy: one 0/1 target per output unit")
             return np.mean((p > self.threshold) == (y > 0.5), axis=-1)
         pred = p.argmax(axis=-1)
-        if self.kind == "categorical":
+        if kind == "categorical":
+            y = self._same_shape(y, p, "categorical accuracy: one-hot targets")
             return (pred == y.argmax(axis=-1)).astype(np.float64)
         if y.ndim == p.ndim and y.shape[-1] == 1:
             y = y[..., 0]
+        if y.shape != p.shape[:-1]:
+            raise ValueError(f"{self.name}: y_true must hold one class id per prediction, shape "
+                             f"{_fmt(p.shape[:-1])} (sparse categorical accuracy), got {_fmt(y.shape)}")
         return (pred == y).astype(np.float64)
 
 
@@ -69,7 +107,8 @@ class MeanAbsoluteError(Metric):
     name = "mae"
 
     def _per_sample(self, y, p):
-        return np.mean(np.abs(p - y.reshape(p.shape)), axis=-1)
+        y = self._same_shape(y, p, "mae")
+        return np.mean(np.abs(p - y), axis=-1)
 
 
 def get(metric, loss=None) -> Metric:
@@ -84,7 +123,7 @@ def get(metric, loss=None) -> Metric:
         if isinstance(loss, _losses.BinaryCrossentropy):
             # logits are thresholded at 0, probabilities at 0.5
             return Accuracy("binary", 0.0 if loss.from_logits else 0.5)
-        return Accuracy("sparse")
+        return Accuracy("auto")
     if metric in ("mae", "mean_absolute_error"):
         return MeanAbsoluteError()
     raise ValueError(f"unknown metric {metric!r}; choose from 'accuracy', 'mae' or pass a Metric")

@@ -237,6 +237,8 @@ class Sequential:
             value, dz = self._fused_loss.value_and_grad(yb, z, weights)
         else:
             value, dz = self.loss.value_and_grad(yb, pred, weights)
+        for m in self.metrics:  # a target that does not fit fails here, before any update
+            m.check(yb, pred, weights)
         if train:
             self._backward(dz, self._fused_loss is not None)
         return value, pred, weights
