@@ -140,3 +140,85 @@ def test_loss_shape_error_comes_before_any_update(rng):
         m.fit(x, np.zeros((8, 3), np.float32), verbose=0)
     for a, b in zip(m.get_weights(), before):
         np.testing.assert_array_equal(a, b)
+
+
+# --- checkpoints, callbacks, schedules, weights ----------------------------------------------
+
+def _trained(tmp_path, rng):
+    x = rng.standard_normal((8, 4, 3)).astype(np.float32)
+    y = rng.standard_normal((8, 2)).astype(np.float32)
+    m = Sequential([Recurrent(LSTM(3, 5)), Dense(5, 2)], seed=0)
+    m.compile(optimizers.Adam(0.01), "mse")
+    m.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    path = tmp_path / "m.npz"
+    m.save(path)
+    return m, path, x, y
+
+
+def _rewrite(path, change):
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    change(arrays)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda a: a.__setitem__("opt.m.1.weight", a["opt.m.1.weight"].T.copy()), "opt.m.1.weight"),
+    (lambda a: a.__setitem__("opt.v.0.weight_hh_l0", a["opt.v.0.weight_hh_l0"].reshape(-1)),
+     "opt.v.0.weight_hh_l0"),
+    (lambda a: a.__setitem__("opt.m.1.bias", a["opt.m.1.bias"].astype(np.float64)), "opt.m.1.bias"),
+    (lambda a: a.__setitem__("opt.velocity.1.bias", a["opt.m.1.bias"]), "opt.velocity.1.bias"),
+    (lambda a: a.__setitem__("opt.m.7.bias", a["opt.m.1.bias"]), "opt.m.7.bias"),
+])
+def test_optimizer_state_of_the_wrong_shape_is_refused(tmp_path, rng, change, match):
+    _, path, _, _ = _trained(tmp_path, rng)
+    _rewrite(path, change)
+    with pytest.raises(ValueError, match=match.replace(".", r"\.")):
+        Sequential.load(path)
+
+
+def test_restored_optimizer_state_is_exact(tmp_path, rng):
+    m, path, x, y = _trained(tmp_path, rng)
+    back = Sequential.load(path)
+    m.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+    back.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+    for a, b in zip(m.get_weights(), back.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", ["x", 3, callbacks.History(), [callbacks.History(), "x"]])
+def test_fit_callbacks_must_be_a_list_of_callbacks(rng, bad):
+    m = _dense_model(2, "mse", [])
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    before = m.get_weights()
+    with pytest.raises(TypeError, match="callbacks"):
+        m.fit(x, np.zeros((4, 2), np.float32), verbose=0, callbacks=bad)
+    for a, b in zip(m.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), -0.1, "fast", None])
+def test_scheduler_refuses_a_bad_rate(rng, rate):
+    m = _dense_model(2, "mse", [])
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    sched = callbacks.LearningRateScheduler(lambda epoch, lr: lr if epoch == 0 else rate)
+    with pytest.raises(ValueError, match=f"returned {rate!r} for epoch 1"):
+        m.fit(x, np.zeros((4, 2), np.float32), epochs=3, verbose=0, callbacks=[sched])
+    assert m.epoch == 1  # the first epoch ran with its valid rate
+
+
+@pytest.mark.parametrize("bad", [
+    lambda w: w.astype(np.complex64) + 1j,
+    lambda w: w.astype(np.int64),
+    lambda w: w.astype(object),
+    lambda w: w > 0,
+])
+def test_set_weights_refuses_non_float(rng, bad):
+    m = _dense_model(2, "mse", [])
+    weights = m.get_weights()
+    before = [w.copy() for w in weights]
+    weights[1] = bad(weights[1] + 1)
+    with pytest.raises(TypeError, match="weight 0.bias"):
+        m.set_weights(weights)
+    for a, b in zip(m.get_weights(), before):
+        np.testing.assert_array_equal(a, b)

@@ -141,7 +141,15 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         opt = self.model.optimizer
-        opt.learning_rate = float(self.schedule(epoch, opt.lr))
+        value = self.schedule(epoch, opt.lr)
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            rate = None
+        if rate is None or not math.isfinite(rate) or rate < 0:
+            raise ValueError(f"LearningRateScheduler: the schedule returned {value!r} for epoch {epoch}; "
+                             "a learning rate must be a finite number >= 0")
+        opt.learning_rate = rate
 
 
 def require_matplotlib():

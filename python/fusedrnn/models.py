@@ -86,6 +86,24 @@ def _find_numpy_pools():
     return controller.select(filepath=paths) if paths else False
 
 
+def _callback_list(callbacks) -> list:
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, _callbacks.Callback):
+        raise TypeError("callbacks must be a list of Callback instances, got a single "
+                        f"{type(callbacks).__name__}; pass [it]")
+    try:
+        items = list(callbacks) if not isinstance(callbacks, (str, bytes)) else None
+    except TypeError:
+        items = None
+    if items is None:
+        raise TypeError(f"callbacks must be a list of Callback instances, got {type(callbacks).__name__}")
+    for i, cb in enumerate(items):
+        if not isinstance(cb, _callbacks.Callback):
+            raise TypeError(f"callbacks[{i}] must be a fusedrnn.callbacks.Callback, got {type(cb).__name__}")
+    return items
+
+
 class _Progress:
     """Per-epoch progress: a tqdm bar when tqdm is importable and verbose == 1, otherwise one
     plain line at the end of the epoch (verbose 1 or 2); nothing for verbose 0."""
@@ -379,7 +397,7 @@ class Sequential:
             val = self._inputs(*validation_data, what=" of validation_data")
 
         history = _callbacks.History()
-        cbs = [history] + list(callbacks or [])
+        cbs = [history] + _callback_list(callbacks)
         for cb in cbs:
             cb.set_model(self)
         self.stop_training = False
@@ -511,6 +529,9 @@ class Sequential:
             raise ValueError(f"expected {len(params)} arrays, got {len(weights)}")
         for (k, p), w in zip(params, weights):
             w = np.asarray(w)
+            if w.dtype.kind != "f":
+                # a cast would drop an imaginary part or read ids as weights without a word
+                raise TypeError(f"weight {k} must be a float array, got dtype {w.dtype}")
             if w.shape != p.shape:
                 raise ValueError(f"weight {k} must have shape {_fmt(p.shape)}, got {_fmt(w.shape)}")
         for (_, p), w in zip(params, weights):
@@ -611,10 +632,29 @@ class Sequential:
         if comp:
             model.compile(_optimizers.from_config(comp["optimizer"]),
                           _losses.from_config(comp["loss"]), comp["metrics"])
-            state = {}
-            for name, a in arrays.items():
-                if name.startswith("opt."):
-                    _, slot, key = name.split(".", 2)
-                    state.setdefault(slot, {})[key] = a
-            model.optimizer.set_state(comp["iterations"], state)
+            model.optimizer.set_state(*_optimizer_state(path, model, comp, arrays))
         return model
+
+
+def _optimizer_state(path, model, comp, arrays):
+    """(iterations, state) of a saved optimiser, each array checked against its parameter: a
+    moment of another shape or dtype would otherwise scramble the update silently."""
+    iterations = comp["iterations"]
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"{path}: optimizer iterations must be an int >= 0, got {iterations!r}")
+    params = {k: p for k, p, _ in model._trainable()}
+    slots = model.optimizer._slots
+    state = {}
+    for name, a in arrays.items():
+        if not name.startswith("opt."):
+            continue
+        parts = name.split(".", 2)
+        if len(parts) != 3 or parts[1] not in slots or parts[2] not in params:
+            raise ValueError(f"{path}: unexpected optimizer state {name!r} ({type(model.optimizer).__name__} "
+                             f"keeps {list(slots) or 'nothing'} per parameter)")
+        p = params[parts[2]]
+        if a.shape != p.shape or a.dtype != p.dtype:
+            raise ValueError(f"{path}: optimizer state {name!r} has shape {_fmt(a.shape)} and dtype "
+                             f"{a.dtype}; its parameter has shape {_fmt(p.shape)} and dtype {p.dtype}")
+        state.setdefault(parts[1], {})[parts[2]] = a
+    return iterations, state
