@@ -22,12 +22,20 @@ The interface other modules build on:
 A training forward keeps, per layer and direction, the kernels' cache (which references the
 layer's input and weight arrays rather than copying them), so modify neither between a
 forward and its backward.  One backward per training forward, as in torch.
+
+Threads: one layer may be called from several threads at once.  Each thread's backward uses
+that thread's own last training forward (the trace is kept per thread), and the gradients are
+added into ``grads`` under a lock, so concurrent backward calls sum exactly as serial ones
+would (up to the order of the floating-point sums).  Changing the weights (an optimiser step,
+load_state_dict) while another thread runs a forward is the caller's to synchronise.
+Layers pickle and deep-copy (configuration, weights, grads, rng; no trace).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import threading
 import warnings
 from collections.abc import Mapping
 
@@ -127,11 +135,45 @@ class _RNNBase:
 
         self.num_directions = 2 if self.bidirectional else 1
         self.training = True
-        self._trace = None
-        self._trace_state = "none"  # 'none' | 'train' | 'eval' | 'used'
+        self._init_thread_state()
         self.params = {name: np.empty(shape, self.dtype) for name, shape in self._param_shapes()}
         self.grads = {name: np.zeros(shape, self.dtype) for name, shape in self._param_shapes()}
         self.reset_parameters()
+
+    # --- threads and pickling -------------------------------------------------------------
+
+    def _init_thread_state(self) -> None:
+        # Each thread keeps its own forward's trace, so concurrent forward/backward pairs on one
+        # layer never mix their inputs; the lock makes the += into the shared grads atomic.
+        self._local = threading.local()
+        self._grad_lock = threading.Lock()
+
+    @property
+    def _trace(self):
+        return getattr(self._local, "trace", None)
+
+    @_trace.setter
+    def _trace(self, value):
+        self._local.trace = value
+
+    @property
+    def _trace_state(self) -> str:
+        """'none' | 'train' | 'eval' | 'used', for the calling thread's last forward."""
+        return getattr(self._local, "state", "none")
+
+    @_trace_state.setter
+    def _trace_state(self, value):
+        self._local.state = value
+
+    def __getstate__(self):
+        # Traces belong to the threads that made them; a copy starts with none.
+        state = dict(self.__dict__)
+        del state["_local"], state["_grad_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_thread_state()
 
     # --- configuration --------------------------------------------------------------------
 
@@ -237,8 +279,9 @@ class _RNNBase:
             np.copyto(self.params[name], arr, casting="unsafe")
 
     def zero_grad(self) -> None:
-        for g in self.grads.values():
-            g.fill(0)
+        with self._grad_lock:
+            for g in self.grads.values():
+                g.fill(0)
 
     def train(self, mode: bool = True):
         self.training = _bool(mode, "mode")
@@ -538,6 +581,10 @@ class _RNNBase:
         return ops.rnn_backward(cache, dout, dh_n)
 
     def _accumulate(self, sfx, g):
+        with self._grad_lock:
+            self._add_grads(sfx, g)
+
+    def _add_grads(self, sfx, g):
         self.grads["weight_ih" + sfx] += g["dw_ih"]
         self.grads["weight_hh" + sfx] += g["dw_hh"]
         if self.bias:
