@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import threading
 import warnings
 from collections.abc import Mapping
@@ -85,6 +86,22 @@ def _dtype(value) -> np.dtype:
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dt}")
     return dt
+
+
+def _shapes(cell, input_size, hidden_size, num_layers, bias, num_directions, proj_size):
+    """(parameter name, shape) pairs in torch's order, generated one at a time."""
+    G, H, P = _GATES[cell], hidden_size, proj_size or hidden_size
+    for layer in range(num_layers):
+        for direction in range(num_directions):
+            sfx = f"_l{layer}" + ("_reverse" if direction else "")
+            I = input_size if layer == 0 else num_directions * P
+            yield "weight_ih" + sfx, (G * H, I)
+            yield "weight_hh" + sfx, (G * H, P)
+            if bias:
+                yield "bias_ih" + sfx, (G * H,)
+                yield "bias_hh" + sfx, (G * H,)
+            if proj_size:
+                yield "weight_hr" + sfx, (P, H)
 
 
 class _Trace:
@@ -189,16 +206,19 @@ class _RNNBase:
                 yield layer, direction, f"_l{layer}" + ("_reverse" if direction else "")
 
     def _param_shapes(self):
-        G, H, P = _GATES[self._cell], self.hidden_size, self._P
-        for layer, _, sfx in self._slots():
-            I = self.input_size if layer == 0 else self.num_directions * P
-            yield "weight_ih" + sfx, (G * H, I)
-            yield "weight_hh" + sfx, (G * H, P)
-            if self.bias:
-                yield "bias_ih" + sfx, (G * H,)
-                yield "bias_hh" + sfx, (G * H,)
-            if self.proj_size:
-                yield "weight_hr" + sfx, (P, H)
+        return _shapes(self._cell, self.input_size, self.hidden_size, self.num_layers, self.bias,
+                       self.num_directions, self.proj_size)
+
+    @classmethod
+    def param_shapes(cls, config: Mapping):
+        """(parameter name, shape) pairs of the layer ``cls.from_config(config)`` would build,
+        generated without building it (so a file's header can be checked against its arrays
+        first, however large the header says the layer is)."""
+        c = dict(_DEFAULTS, **config)
+        return _shapes(cls._cell, _int(c["input_size"], "input_size", 1),
+                       _int(c["hidden_size"], "hidden_size", 1), _int(c["num_layers"], "num_layers", 1),
+                       _bool(c["bias"], "bias"), 2 if _bool(c["bidirectional"], "bidirectional") else 1,
+                       _int(c["proj_size"], "proj_size", 0) if cls._cell == "lstm" else 0)
 
     def get_config(self) -> dict:
         """The constructor arguments (JSON-able); ``type(self).from_config(cfg)`` rebuilds the
@@ -301,18 +321,29 @@ class _RNNBase:
     @classmethod
     def load(cls, path):
         """A new layer built from a file written by ``save``; ``LSTM.load`` insists on an
-        LSTM file and so on (``_RNNBase.load`` accepts any of the three)."""
-        header, arrays = _npz.load(path)
-        name = header.get("class")
-        if name not in _CLASSES or header.get("format") != _FILE_FORMAT:
-            raise ValueError(f"{path} does not hold a fusedrnn layer (class {name!r}, "
-                             f"format {header.get('format')!r})")
-        klass = _CLASSES[name]
-        if cls is not _RNNBase and klass is not cls:
-            raise ValueError(f"{path} holds a {name}, not a {cls.__name__}; "
-                             f"use {name}.load")
-        layer = klass.from_config(header["config"])
-        layer.load_state_dict(arrays)
+        LSTM file and so on (``_RNNBase.load`` accepts any of the three).  A file that is not
+        one is a ValueError naming it; nothing is allocated before the header and the stored
+        arrays are found to agree."""
+        path = os.fspath(path)
+        found = {}
+
+        def validate(header, specs):
+            name = header.get("class")
+            if name not in _CLASSES or header.get("format") != _FILE_FORMAT:
+                raise ValueError(f"{path} does not hold a fusedrnn layer (class {name!r}, "
+                                 f"format {header.get('format')!r})")
+            klass = _CLASSES[name]
+            if cls is not _RNNBase and klass is not cls:
+                raise ValueError(f"{path} holds a {name}, not a {cls.__name__}; use {name}.load")
+            if not isinstance(header.get("config"), dict):
+                raise ValueError(f"{path}: the layer's config must be a JSON object")
+            _npz.check_shapes(path, specs, klass.param_shapes(header["config"]), f"{name} config")
+            found["klass"] = klass
+
+        with _npz.reading(path):
+            header, arrays = _npz.load(path, validate)
+            layer = found["klass"].from_config(header["config"])
+            layer.load_state_dict(arrays)
         return layer
 
     # --- Keras ----------------------------------------------------------------------------

@@ -610,21 +610,24 @@ class Sequential:
 
     @classmethod
     def load(cls, path):
-        """A model rebuilt from save(): weights, compiled state and random state restored."""
-        header, arrays = _npz.load(path)
-        if header.get("class") != "Sequential" or header.get("format") != _FILE_FORMAT:
-            raise ValueError(f"{path} does not hold a fusedrnn Sequential model (class "
-                             f"{header.get('class')!r}, format {header.get('format')!r})")
+        """A model rebuilt from save(): weights, compiled state and random state restored.
+        A file that is not one is a ValueError naming it; nothing is allocated before the
+        header and the stored arrays are found to agree."""
+        path = os.fspath(path)
+        with _npz.reading(path):
+            header, arrays = _npz.load(path, lambda h, specs: _check_file(path, h, specs))
+            return cls._from_file(path, header, arrays)
+
+    @classmethod
+    def _from_file(cls, path, header, arrays):
         model = cls.from_config(header["config"])
         for key, p, _ in model._trainable():
-            name = f"param.{key}"
-            if name not in arrays:
-                raise ValueError(f"{path} has no weights for {key}")
-            if arrays[name].shape != p.shape:
-                raise ValueError(f"{path}: weight {key} has shape {_fmt(arrays[name].shape)}, the "
-                                 f"model needs {_fmt(p.shape)}")
-            np.copyto(p, arrays[name])
-        for g, state in zip(model._generators(), header["rng"]):
+            np.copyto(p, arrays[f"param.{key}"])
+        generators = model._generators()
+        if not isinstance(header["rng"], list) or len(header["rng"]) != len(generators):
+            raise ValueError(f"{path}: the header holds {len(header['rng'])} random states, the model "
+                             f"has {len(generators)} generators")
+        for g, state in zip(generators, header["rng"]):
             g.bit_generator.state = state
         model.epoch = int(header.get("epoch", 0))
         model.metadata = dict(header.get("metadata") or {})
@@ -634,6 +637,36 @@ class Sequential:
                           _losses.from_config(comp["loss"]), comp["metrics"])
             model.optimizer.set_state(*_optimizer_state(path, model, comp, arrays))
         return model
+
+
+def _check_file(path, header, specs) -> None:
+    """The header's layers against the stored arrays' shapes, before anything is built."""
+    if header.get("class") != "Sequential" or header.get("format") != _FILE_FORMAT:
+        raise ValueError(f"{path} does not hold a fusedrnn Sequential model (class "
+                         f"{header.get('class')!r}, format {header.get('format')!r})")
+    config = header.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        raise ValueError(f"{path}: the model's config must be a JSON object with a list of layers")
+
+    def pairs():
+        for i, layer in enumerate(config["layers"]):
+            if not isinstance(layer, dict) or layer.get("class") not in LAYER_CLASSES \
+                    or not isinstance(layer.get("config"), dict):
+                raise ValueError(f"{path}: layer {i} of the config is not a known layer: {str(layer)[:80]}")
+            for name, shape in LAYER_CLASSES[layer["class"]].param_shapes(layer["config"]):
+                yield f"param.{i}.{name}", shape
+
+    params = {k: v for k, v in specs.items() if k.startswith("param.")}
+    expected = _npz.check_shapes(path, params, pairs(), "model config")
+    for name, spec in specs.items():
+        if name.startswith("param."):
+            continue
+        parts = name.split(".", 2)
+        if len(parts) != 3 or parts[0] != "opt" or f"param.{parts[2]}" not in expected:
+            raise ValueError(f"{path}: unexpected array {name!r}")
+        if spec.shape != tuple(expected[f"param.{parts[2]}"]):
+            raise ValueError(f"{path}: optimizer state {name!r} has shape {_fmt(spec.shape)}; its "
+                             f"parameter has shape {_fmt(expected[f'param.{parts[2]}'])}")
 
 
 def _optimizer_state(path, model, comp, arrays):

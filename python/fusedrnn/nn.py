@@ -88,6 +88,11 @@ class Layer:
     def from_config(cls, config):
         return cls(**config)
 
+    @classmethod
+    def param_shapes(cls, config):
+        """(parameter name, shape) pairs of ``cls.from_config(config)``, without building it."""
+        return iter(())
+
     def __call__(self, x, training=False, lengths=None):
         return self.forward(x, training=training, lengths=lengths)
 
@@ -133,6 +138,15 @@ class Dense(Layer):
         self.params["weight"][...] = rng.uniform(-limit, limit, self.params["weight"].shape)
         if self.bias:
             self.params["bias"].fill(0)
+
+    @classmethod
+    def param_shapes(cls, config):
+        n_in = _positive_int(config["in_features"], "in_features")
+        n_out = _positive_int(config["out_features"], "out_features")
+        shapes = {"weight": (n_out, n_in)}
+        if config.get("bias", True):
+            shapes["bias"] = (n_out,)
+        return iter(shapes.items())
 
     def get_config(self) -> dict:
         return dict(in_features=self.in_features, out_features=self.out_features,
@@ -252,6 +266,11 @@ class Embedding(Layer):
         rng = self.rng if rng is None else rng
         self.params["weight"][...] = rng.uniform(-0.05, 0.05, self.params["weight"].shape)
 
+    @classmethod
+    def param_shapes(cls, config) -> dict:
+        return iter([("weight", (_positive_int(config["num_embeddings"], "num_embeddings"),
+                                 _positive_int(config["embedding_dim"], "embedding_dim")))])
+
     def get_config(self) -> dict:
         return dict(num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim,
                     dtype=self.dtype.name)
@@ -333,6 +352,11 @@ class Recurrent(Layer):
         inner = config["layer"]
         layer = _RECURRENT_CLASSES[inner["class"]].from_config(inner["config"])
         return cls(layer, config.get("return_sequences", False), config.get("stateful", False))
+
+    @classmethod
+    def param_shapes(cls, config):
+        inner = config["layer"]
+        return _RECURRENT_CLASSES[inner["class"]].param_shapes(inner["config"])
 
     def __repr__(self) -> str:
         return (f"Recurrent({self.layer!r}, return_sequences={self.return_sequences}"
