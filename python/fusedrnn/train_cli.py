@@ -14,6 +14,7 @@ subcommand with add_arguments and run.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -91,15 +92,29 @@ def generate(model, vocab, prime: str, length: int, temperature: float, rng) -> 
 
 
 def _checked(args, parser):
+    """Every option's value, before anything runs: a bad one is a usage error (exit code 2)
+    naming the option, never a traceback from deep inside training."""
     for name in ("epochs", "batch_size", "steps", "embed", "hidden", "layers", "sample_length",
-                 "max_chars"):
+                 "max_chars", "threads"):
         value = getattr(args, name)
-        if value < (0 if name in ("sample_length", "max_chars") else 1):
-            parser.error(f"--{name.replace('_', '-')} must be >= {0 if name in ('sample_length', 'max_chars') else 1}, got {value}")
-    if not args.temperature > 0:
-        parser.error(f"--temperature must be > 0, got {args.temperature}")
+        if value is None:
+            continue
+        least = 0 if name in ("sample_length", "max_chars") else 1
+        if value < least:
+            parser.error(f"--{name.replace('_', '-')} must be >= {least}, got {value}")
+    for name in ("lr", "clipnorm", "temperature"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"--{name} must be a finite number > 0, got {value}")
+    if not 0 <= args.dropout < 1:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.text is not None and not os.path.isfile(args.text):
         parser.error(f"--text {args.text}: no such file")
+    folder = os.path.dirname(os.path.abspath(args.checkpoint))
+    if not os.path.isdir(folder):
+        parser.error(f"--checkpoint {args.checkpoint}: the folder {folder} does not exist")
+    if os.path.isdir(args.checkpoint):
+        parser.error(f"--checkpoint {args.checkpoint} is a folder; give a file name")
 
 
 def run(args, parser) -> int:
@@ -109,20 +124,34 @@ def run(args, parser) -> int:
     from .models import Sequential
 
     _checked(args, parser)
-    if args.threads:
+    if args.threads is not None:
         fusedrnn.set_num_threads(args.threads)
-    text = datasets.read_text(args.text, args.max_chars or None)
+    try:
+        text = datasets.read_text(args.text, args.max_chars or None)
+    except (ValueError, OSError) as exc:
+        parser.error(f"--text: {exc}")
     source = args.text or f"the standard library sources ({len(datasets.stdlib_sources())} files)"
 
     if args.resume:
         if not os.path.exists(args.checkpoint):
             parser.error(f"--resume: no checkpoint at {args.checkpoint}")
-        model = Sequential.load(args.checkpoint)
-        vocab = datasets.CharVocab(model.metadata.get("vocab", ""))
+        try:
+            model = Sequential.load(args.checkpoint)
+        except (ValueError, OSError) as exc:
+            parser.error(f"--resume: cannot load {args.checkpoint}: {exc}")
+        chars = model.metadata.get("vocab")
+        vocab = datasets.CharVocab(chars if isinstance(chars, str) else "")
+        first = model.layers[0]
+        if vocab.size < 2 or model.loss is None or getattr(first, "num_embeddings", None) != vocab.size:
+            parser.error(f"--resume: {args.checkpoint} is not a checkpoint of `fusedrnn train` "
+                         "(no character vocabulary or no compiled optimiser)")
         text = "".join(c for c in text if c in vocab.index)
         print(f"resuming {args.checkpoint} after epoch {model.epoch}")
     else:
         vocab = datasets.CharVocab(text)
+        if vocab.size < 2:
+            parser.error(f"--text: the text holds {vocab.size} distinct character(s); a language "
+                         "model needs at least 2")
         model = build_model(vocab.size, args.embed, args.hidden, args.layers, args.cell,
                             args.dropout, args.seed)
         model.metadata["vocab"] = "".join(vocab.chars)
@@ -130,7 +159,11 @@ def run(args, parser) -> int:
                       "sparse_categorical_crossentropy", ["accuracy"])
     ids = vocab.encode(text)
     cut = int(len(ids) * 0.95)
-    x, y = datasets.tbptt_arrays(ids[:cut], args.batch_size, args.steps)
+    try:
+        x, y = datasets.tbptt_arrays(ids[:cut], args.batch_size, args.steps)
+    except ValueError as exc:
+        parser.error(f"--text: too little text for --batch-size {args.batch_size} and --steps "
+                     f"{args.steps}: {exc}")
     try:
         val = datasets.tbptt_arrays(ids[cut:], args.batch_size, args.steps)
     except ValueError:
