@@ -200,6 +200,10 @@ def _backward(cell, cache, dout, dh_n, dc_n):
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = fn(
         cache.x, cache.w_ih, cache.w_hh, cache.w_hr, cache.lengths, cache.reverse,
         cache.activation, cache.workspace, dout, dh_n, dc_n)
+    if cache.lengths is not None:
+        # x past a sequence's length influences nothing, so its gradient is 0, even where the
+        # kernel's product with a non-finite weight made it 0 * inf = NaN.
+        dx[np.arange(T)[:, None] >= cache.lengths[None, :]] = 0
     grads = {"dx": dx, "dh0": dh0, "dw_ih": dw_ih, "dw_hh": dw_hh, "db_ih": db_ih, "db_hh": db_hh}
     if cell == "lstm":
         grads["dc0"] = dc0
