@@ -223,3 +223,24 @@ def test_huge_json_header_is_refused_before_reading(tmp_path):
     members[HEADER + ".npy"] = _npy_header("<U8388608", ()) + bytes(4 * 2**23)
     _zip(path, members)
     assert "characters" in _refused(_RNNBase.load, path, limit_mb=20)
+
+
+def test_big_endian_file_loads_with_native_arrays(tmp_path):
+    path = _model_file(tmp_path)
+    m = Sequential.load(path)
+    members = {n: d for n, d in _members(path).items()}
+    for name, data in list(members.items()):
+        if name != HEADER + ".npy":
+            arr = np.load(io.BytesIO(data))
+            members[name] = _npy(arr.astype(arr.dtype.newbyteorder(">")))
+    swapped = tmp_path / "big.npz"
+    _zip(swapped, members)
+    back = Sequential.load(swapped)
+    for a, b in zip(back.get_weights(), m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = np.ones((2, 2, 3), np.float32)
+    y = np.zeros((2, 2), np.float32)
+    m.fit(x, y, verbose=0, shuffle=False)
+    back.fit(x, y, verbose=0, shuffle=False)
+    for a, b in zip(back.get_weights(), m.get_weights()):
+        np.testing.assert_array_equal(a, b)

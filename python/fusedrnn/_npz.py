@@ -172,7 +172,8 @@ def _read(zf: zipfile.ZipFile, info, spec: Spec) -> np.ndarray:
             raise ValueError(f"member {info.filename!r} has bytes after its array")
     if arr.shape != spec.shape or arr.dtype != spec.dtype:
         raise ValueError(f"member {info.filename!r} changed while being read")
-    return arr
+    # A file written on a machine of the other byte order holds the same numbers.
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
 def check_shapes(path, specs: dict, expected, what: str) -> dict:

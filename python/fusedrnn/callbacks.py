@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 
+from ._files import write_atomic
+
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
            "HistoryPlot"]
 
@@ -180,10 +182,11 @@ def plot_history(history, path) -> None:
         ax.set_title(name)
         ax.legend()
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    fmt = os.path.splitext(os.fspath(path))[1][1:].lower() or "png"
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, format=fmt))
+    finally:
+        plt.close(fig)
 
 
 class HistoryPlot(Callback):
