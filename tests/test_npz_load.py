@@ -93,23 +93,23 @@ def test_truncated_files(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", sorted(LOADERS))
-def test_random_byte_flips(tmp_path, kind):
+def test_random_byte_changes(tmp_path, kind):
     make, load = LOADERS[kind]
     data = make(tmp_path).read_bytes()
-    rng = np.random.default_rng(1234)
-    bad = tmp_path / "flipped.npz"
+    rng = np.random.default_rng(7)
+    bad = tmp_path / "changed.npz"
     refused = 0
-    for _ in range(300):
+    for _ in range(1000):
         b = bytearray(data)
-        for pos in rng.integers(0, len(b), rng.integers(1, 4)):
-            b[pos] ^= int(rng.integers(1, 256))
+        for pos in rng.integers(0, len(b), rng.integers(1, 6)):
+            b[pos] = int(rng.integers(0, 256))
         bad.write_bytes(bytes(b))
         try:
-            load(bad)  # a flip in unchecked bytes (zip padding, a timestamp) may leave it valid
+            load(bad)  # a change in unchecked bytes (zip padding, a timestamp) may leave it valid
         except ValueError as exc:
             assert str(bad) in str(exc)
             refused += 1
-    assert refused > 200  # the CRCs and the checks catch nearly every flip
+    assert refused > 900  # the CRCs and the checks catch nearly every change
 
 
 @pytest.mark.parametrize("change", [

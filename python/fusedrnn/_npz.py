@@ -20,6 +20,7 @@ memory stays bounded by what the file legitimately describes:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import zipfile
@@ -95,8 +96,12 @@ def reading(path):
     names the file (a corrupt file can break a parser in many ways, none of them a bug)."""
     try:
         yield
-    except (MemoryError, OSError):
-        raise  # running out of memory, a missing file or a failing disk is not the file's content
+    except MemoryError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (None, errno.EINVAL):
+            raise  # a missing file or a failing disk is not the file's content
+        raise ValueError(f"{path} is not a fusedrnn .npz file: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - every failure on file contents is the file's
         if isinstance(exc, ValueError) and str(exc).startswith(path):
             raise
@@ -112,6 +117,8 @@ def _members(zf: zipfile.ZipFile, size: int) -> dict:
     for info in infos:
         if not info.filename.endswith(".npy") or info.is_dir():
             raise ValueError(f"unexpected member {info.filename!r} (only .npy arrays belong)")
+        if not 0 <= info.header_offset < size:
+            raise ValueError(f"member {info.filename!r} starts at {info.header_offset}, outside the file")
         name = info.filename[:-4]
         if name in members:
             raise ValueError(f"member {info.filename!r} appears twice")
