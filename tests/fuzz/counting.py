@@ -1,0 +1,24 @@
+"""Cases run per property, printed at the end of the session by conftest.py."""
+
+import collections
+import functools
+
+CASES: collections.Counter = collections.Counter()
+
+
+def counted(test):
+    """Count every example hypothesis runs through `test` (apply below @given)."""
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        CASES[test.__name__] += 1
+        return test(*args, **kwargs)
+    return wrapper
+
+
+def examples(n: int):
+    """settings for a property worth n cases in the ci profile (25x that in the long one)."""
+    from hypothesis import settings
+
+    from .conftest import PROFILE
+
+    return settings(max_examples=n * 25 if PROFILE == "long" else n)
