@@ -217,3 +217,13 @@ def _other_cache(cell):
     x = np.zeros((1, 1, 1))
     w = np.zeros(({"lstm": 4, "gru": 3, "rnn": 1}[cell], 1))
     return forward(ops, cell, dict(x=x, w_ih=w, w_hh=w), training=True)[3]
+
+
+@pytest.mark.xfail(strict=True, reason="a ragged list as lengths raises NumPy's 'inhomogeneous "
+                                       "shape' ValueError, which does not name lengths")
+def test_ragged_lengths_are_named():
+    # Found by the long profile of test_any_bad_forward_argument_is_a_clean_error.
+    x = np.zeros((2, 2, 1))
+    w = np.zeros((3, 1))
+    with pytest.raises((TypeError, ValueError), match="lengths"):
+        ops.gru_forward(x, w, w, lengths=[[1.0, 2.0], [3.0]])
