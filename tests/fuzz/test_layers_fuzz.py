@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 import fusedrnn
 
 from .counting import CASES, counted, examples
-from .oracle import assert_clean_error, assert_matches, layer_forward_backward
+from .oracle import assert_clean_error, assert_matches, layer_forward_backward, narrowed, widened
 from .strategies import PROVENANCE, bad_values
 
 CLASSES = {"lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU, "rnn": fusedrnn.RNN}
@@ -74,8 +74,9 @@ def test_layer_matches_stacked_reference(config, T, B, batched, with_state, with
     dh_n = rng.standard_normal(h_n.shape).astype(layer.dtype)
     dc_n = None if c_n is None else rng.standard_normal(c_n.shape).astype(layer.dtype)
     act = cfg.get("activation", cfg.get("nonlinearity", "tanh"))
-    r = layer_forward_backward(cell, act, layer.params, layer.num_layers, layer.num_directions,
-                               x, h0, c0, lengths, dout, dh_n, dc_n)
+    r = narrowed(layer_forward_backward(cell, act, widened(layer.params), layer.num_layers,
+                                        layer.num_directions, *widened((x, h0, c0)), lengths,
+                                        *widened((dout, dh_n, dc_n))), layer.dtype)
     assert_matches(out, r[0], "out")
     assert_matches(h_n, r[1], "h_n")
     if c_n is not None:
@@ -280,3 +281,33 @@ def test_save_load_round_trip(tmp_path_factory, config):
     if layer.batch_first:
         x = x.transpose(1, 0, 2).copy()
     np.testing.assert_array_equal(back(x)[0], layer(x)[0])
+
+
+@pytest.mark.parametrize("name", ["dout", "dh_n", "dc_n"])
+@examples(30)
+@given(config=layer_configs(), data=st.data())
+@counted
+def test_bad_backward_arguments_are_clean_errors(name, config, data):
+    cell, cfg = config
+    if name == "dc_n" and cell != "lstm":
+        return
+    layer = CLASSES[cell](**cfg)
+    x, h0, c0, _ = make_inputs(layer, 3, 2, True, False, False, 0)
+    x = x.transpose(1, 0, 2).copy() if layer.batch_first else x
+    out = layer(x)
+    h_n = out[1][0] if cell == "lstm" else out[1]
+    args = {"dout": np.ones_like(out[0]), "dh_n": np.ones_like(h_n),
+            "dc_n": np.ones_like(out[1][1]) if cell == "lstm" else None}
+    label, args[name] = data.draw(bad_values(args[name]), label="value")
+    before = {k: g.copy() for k, g in layer.grads.items()}
+    try:
+        if cell == "lstm":
+            layer.backward(args["dout"], (args["dh_n"], args["dc_n"]))
+        else:
+            layer.backward(args["dout"], args["dh_n"])
+    except Exception as exc:  # noqa: BLE001
+        assert_clean_error(exc, [name])
+        for k in before:  # a refused backward adds nothing
+            np.testing.assert_array_equal(layer.grads[k], before[k], err_msg=k)
+        return
+    assert args[name] is None, f"{name} = {label} was accepted"

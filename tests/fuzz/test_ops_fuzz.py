@@ -11,7 +11,7 @@ from fusedrnn import ops
 from fusedrnn import reference as ref
 
 from .counting import counted, examples
-from .oracle import assert_clean_error, assert_matches
+from .oracle import assert_clean_error, assert_matches, narrowed, widened
 from .strategies import PROVENANCE, bad_values, ops_cases
 
 GRAD_KEYS = ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh", "dw_hr")
@@ -40,15 +40,17 @@ def cotangents(kw, out, h_n, c_n, seed):
 
 
 def check_against_reference(cell, kw, seed=0):
+    dt = kw["x"].dtype
     out, h_n, c_n, cache = forward(ops, cell, kw, training=True)
-    r_out, r_h, r_c, r_cache = forward(ref, cell, kw)
+    r_out, r_h, r_c, r_cache = forward(ref, cell, widened(kw))
+    r_out, r_h, r_c = narrowed((r_out, r_h, r_c), dt)
     assert_matches(out, r_out, "out")
     assert_matches(h_n, r_h, "h_n")
     if cell == "lstm":
         assert_matches(c_n, r_c, "c_n")
     dout, dh_n, dc_n = cotangents(kw, out, h_n, c_n, seed)
     g = backward(ops, cell, cache, dout, dh_n, dc_n)
-    r_g = backward(ref, cell, r_cache, dout, dh_n, dc_n)
+    r_g = narrowed(backward(ref, cell, r_cache, *widened((dout, dh_n, dc_n))), dt)
     assert set(g) == set(r_g), (sorted(g), sorted(r_g))
     for k in r_g:
         assert_matches(g[k], r_g[k], k)
@@ -103,6 +105,9 @@ def test_padding_is_never_read(case, poison):
         if k == "dx":  # dx at padded steps is zero in both
             a, b = a[~pad], b[~pad]
         np.testing.assert_array_equal(b, a, err_msg=k)
+
+
+GEOMETRY = ("x", "w_ih", "w_hr")
 
 
 # Argument names of each cell's forward that hold arrays.
@@ -182,7 +187,10 @@ def test_any_bad_forward_argument_is_a_clean_error(case, data):
             if b is not None:
                 assert_matches(a, b, what)
         return
-    assert_clean_error(exc, [name] + (["activation"] if name == "nonlinearity" else []))
+    names = [name] + (["activation"] if name == "nonlinearity" else [])
+    if name in GEOMETRY:  # x, w_ih and w_hr set T, B, I, H and P: another argument may misfit
+        names += array_args(cell, kw)
+    assert_clean_error(exc, names)
 
 
 @examples(100)
