@@ -11,7 +11,7 @@ from fusedrnn import ops
 from fusedrnn import reference as ref
 
 from .counting import counted, examples
-from .oracle import assert_clean_error, assert_matches, narrowed, widened
+from .oracle import RTOL, assert_clean_error, assert_matches, narrowed, sensitivity, widened
 from .strategies import PROVENANCE, bad_values, ops_cases
 
 GRAD_KEYS = ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh", "dw_hr")
@@ -42,18 +42,37 @@ def cotangents(kw, out, h_n, c_n, seed):
 def check_against_reference(cell, kw, seed=0):
     dt = kw["x"].dtype
     out, h_n, c_n, cache = forward(ops, cell, kw, training=True)
-    r_out, r_h, r_c, r_cache = forward(ref, cell, widened(kw))
-    r_out, r_h, r_c = narrowed((r_out, r_h, r_c), dt)
-    assert_matches(out, r_out, "out")
-    assert_matches(h_n, r_h, "h_n")
-    if cell == "lstm":
-        assert_matches(c_n, r_c, "c_n")
     dout, dh_n, dc_n = cotangents(kw, out, h_n, c_n, seed)
     g = backward(ops, cell, cache, dout, dh_n, dc_n)
-    r_g = narrowed(backward(ref, cell, r_cache, *widened((dout, dh_n, dc_n))), dt)
-    assert set(g) == set(r_g), (sorted(g), sorted(r_g))
-    for k in r_g:
-        assert_matches(g[k], r_g[k], k)
+    got = {"out": out, "h_n": h_n, "c_n": c_n, **g}
+
+    def exact(inputs):
+        """Everything the reference gives, in float64, for inputs (ops-style kwargs plus the
+        cotangents), as a tuple in the order of `got`."""
+        d = dict(inputs)
+        cot = d.pop("dout"), d.pop("dh_n"), d.pop("dc_n")
+        r = forward(ref, cell, d)
+        r_g = backward(ref, cell, r[3], *cot)
+        res = {"out": r[0], "h_n": r[1], "c_n": r[2], **r_g}
+        assert set(res) == set(got), (sorted(res), sorted(got))
+        return tuple(res[k] for k in got)
+
+    inputs = widened(dict(kw, dout=dout, dh_n=dh_n, dc_n=dc_n))
+    expected = dict(zip(got, narrowed(exact(inputs), dt)))
+    bounds = None
+    for i, k in enumerate(got):
+        if got[k] is None:
+            continue
+        try:
+            assert_matches(got[k], expected[k], k)
+        except AssertionError:
+            if dt != np.float32:
+                raise
+            # An ill-conditioned case: measure how much float32 rounding of the inputs
+            # alone moves the exact result, and hold the kernels to 4x that.
+            bounds = bounds or sensitivity(exact, inputs)
+            assert_matches(got[k], expected[k], f"{k} (float32 rounding of the inputs moves it "
+                           f"by {bounds[i]:.1e})", rtol=max(RTOL[np.float32], 4 * bounds[i]))
 
 
 @given(ops_cases())
