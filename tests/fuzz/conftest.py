@@ -21,7 +21,7 @@ _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filte
 # ci does not shrink: a failure there is reported as found (with its reproduce blob), and the
 # known-defect xfails do not spend the time budget shrinking; the long profile shrinks.
 settings.register_profile("ci", derandomize=True, database=None, deadline=5000,
-                          max_examples=40, suppress_health_check=_SUPPRESS, print_blob=True,
+                          max_examples=80, suppress_health_check=_SUPPRESS, print_blob=True,
                           phases=[Phase.explicit, Phase.reuse, Phase.generate])
 settings.register_profile("long", derandomize=False, deadline=20000, max_examples=1000,
                           suppress_health_check=_SUPPRESS, print_blob=True)

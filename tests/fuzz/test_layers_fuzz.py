@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 
 import fusedrnn
 
-from .counting import CASES, counted, examples
+from .counting import CASES, counted, examples, known_defects
 from .oracle import assert_clean_error, assert_matches, layer_forward_backward, narrowed, widened
 from .strategies import PROVENANCE, bad_values
 
@@ -108,19 +108,13 @@ ARG_VALUES = [0, -1, 1, 3, 2.0, 0.5, 1.5, -0.1, float("nan"), float("inf"), True
                               np.dtype("float32"), np.float16, complex(1, 1)]
 
 
-def xfail_for(reasons, names):
-    """names as pytest params, the ones with a known defect marked strict xfail."""
-    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=reasons[n]))
-            if n in reasons else n for n in names]
-
-
 CONSTRUCTOR_DEFECTS = {
     "seed": "a negative int seed raises NumPy's 'expected non-negative integer', which does not "
             "name seed",
 }
 
 
-@pytest.mark.parametrize("name", xfail_for(CONSTRUCTOR_DEFECTS, CONSTRUCTOR_ARGS))
+@pytest.mark.parametrize("name", known_defects(CONSTRUCTOR_DEFECTS, CONSTRUCTOR_ARGS))
 def test_constructor_arguments_are_checked(name):
     # Every (cell, value) pair: the value list is short enough to try exhaustively.
     for cell in sorted(CLASSES):
@@ -166,7 +160,7 @@ CALL_DEFECTS = {
 }
 
 
-@pytest.mark.parametrize("name", xfail_for(CALL_DEFECTS, ["x", "h0", "c0", "lengths"]))
+@pytest.mark.parametrize("name", known_defects(CALL_DEFECTS, ["x", "h0", "c0", "lengths"]))
 @examples(30)
 @given(config=layer_configs(), data=st.data())
 @counted
@@ -202,7 +196,7 @@ PROVENANCE_DEFECTS = {
 }
 
 
-@pytest.mark.parametrize("variant", xfail_for(PROVENANCE_DEFECTS, sorted(PROVENANCE)))
+@pytest.mark.parametrize("variant", known_defects(PROVENANCE_DEFECTS, sorted(PROVENANCE)))
 @examples(12)
 @given(config=layer_configs(), arg=st.sampled_from(["x", "h0", "dout"]))
 @counted

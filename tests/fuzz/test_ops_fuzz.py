@@ -10,7 +10,7 @@ from hypothesis import assume, given, strategies as st
 from fusedrnn import ops
 from fusedrnn import reference as ref
 
-from .counting import counted, examples
+from .counting import counted, examples, known_defects
 from .oracle import RTOL, assert_clean_error, assert_matches, narrowed, sensitivity, widened
 from .strategies import PROVENANCE, bad_values, ops_cases
 
@@ -143,9 +143,7 @@ XFAIL_PROVENANCE = {
 }
 
 
-@pytest.mark.parametrize("variant", [
-    pytest.param(v, marks=pytest.mark.xfail(strict=True, reason=XFAIL_PROVENANCE[v]))
-    if v in XFAIL_PROVENANCE else v for v in sorted(PROVENANCE)])
+@pytest.mark.parametrize("variant", known_defects(XFAIL_PROVENANCE, sorted(PROVENANCE)))
 @given(case=ops_cases(), data=st.data())
 @counted
 def test_array_provenance_does_not_change_results(variant, case, data):
@@ -254,3 +252,20 @@ def test_ragged_lengths_are_named():
     w = np.zeros((3, 1))
     with pytest.raises((TypeError, ValueError), match="lengths"):
         ops.gru_forward(x, w, w, lengths=[[1.0, 2.0], [3.0]])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "float32 LSTM backward on an exploding relu sequence (|h| ~ 1e14, T = 65, H = 65, reverse) "
+    "is 14x less accurate than the same float32 evaluation in NumPy: dx off by 1.4e-2 of "
+    "max|dx| against float64, where float32 rounding of the inputs accounts for 2e-3"))
+def test_exploding_relu_lstm_float32_accuracy():
+    # Found by the long profile of test_larger_cases_match_reference; the same draw, seeded.
+    rng = np.random.default_rng(0)
+    T, H = 65, 65
+
+    def f(*shape, fan_in=1):
+        return (rng.standard_normal(shape) * 2.0 / np.sqrt(fan_in)).astype(np.float32)
+
+    kw = dict(x=f(T, 1, 1), w_ih=f(4 * H, 1), w_hh=f(4 * H, H, fan_in=H), h0=f(1, H), c0=f(1, H),
+              activation="relu", reverse=True)
+    check_against_reference("lstm", kw)

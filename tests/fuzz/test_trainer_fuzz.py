@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 import fusedrnn
 from fusedrnn import Dense, Dropout, Embedding, Recurrent, Sequential
 
-from .counting import CASES, counted, examples
+from .counting import CASES, counted, examples, known_defects
 from .oracle import assert_clean_error, assert_matches, layer_forward_backward
 
 CELLS = {"lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU, "rnn": fusedrnn.RNN}
@@ -101,12 +101,7 @@ FIT_DEFECTS = {
 }
 
 
-def _xfail(names, defects):
-    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=defects[n]))
-            if n in defects else n for n in names]
-
-
-@pytest.mark.parametrize("name", _xfail(FIT_ARGS, FIT_DEFECTS))
+@pytest.mark.parametrize("name", known_defects(FIT_DEFECTS, FIT_ARGS))
 def test_every_bad_fit_argument_is_a_clean_error(name):
     failures = []
     for value in BAD + ([[[1.0, 2.0], [3.0]]] if name in ("x", "y") else []):
