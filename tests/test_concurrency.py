@@ -103,10 +103,12 @@ def test_ops_from_many_threads_equal_serial():
     "another thread's input"))
 @pytest.mark.parametrize("cell", sorted(CLASSES))
 def test_one_layer_from_several_threads_is_right_or_refused(cell):
-    n, rounds = 4, 15
-    layer = CLASSES[cell](8, 16, dtype="float64", seed=0)
+    # Calls long enough (a few ms) that the threads' forward and backward calls interleave;
+    # rounds until the first problem, so a broken layer fails fast and a fixed one is run hard.
+    n, rounds = 4, 60
+    layer = CLASSES[cell](32, 64, dtype="float64", seed=0)
     rng = np.random.default_rng(1)
-    xs = [rng.standard_normal((6, 3, 8)) for _ in range(n)]
+    xs = [rng.standard_normal((40, 8, 32)) for _ in range(n)]
     serial = [run_layer(layer, x) for x in xs]
     problems = []
     for _ in range(rounds):
@@ -134,6 +136,8 @@ def test_one_layer_from_several_threads_is_right_or_refused(cell):
             want = sum((serial[i][3][k] for i in done), np.zeros_like(layer.grads[k]))
             if not np.allclose(layer.grads[k], want, rtol=1e-12, atol=1e-12):
                 problems.append(f"grads[{k}] is not the sum of the {len(done)} successful calls")
+        if problems:
+            break
     assert not problems, f"{len(problems)} problems, e.g. {problems[:3]}"
 
 
