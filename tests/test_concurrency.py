@@ -97,10 +97,6 @@ def test_ops_from_many_threads_equal_serial():
             assert_bit_equal(p, s, f"{j}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a layer keeps one trace for backward, shared by every thread: concurrent training calls "
-    "on one layer raise 'backward already ran' (no mention of threads) or return the dx of "
-    "another thread's input"))
 @pytest.mark.parametrize("cell", sorted(CLASSES))
 def test_one_layer_from_several_threads_is_right_or_refused(cell):
     # Calls long enough (a few ms) that the threads' forward and backward calls interleave;

@@ -148,6 +148,8 @@ class _RNNBase:
                             f"got {type(seed).__name__}")
         # An int seed is remembered for get_config(); a Generator is shared, not copied.
         self._seed = int(seed) if isinstance(seed, numbers.Integral) else None
+        if isinstance(seed, numbers.Integral) and seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
         self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
         self.num_directions = 2 if self.bidirectional else 1
@@ -463,14 +465,7 @@ class _RNNBase:
             return None
         if not batched:
             raise ValueError("lengths needs a batched (3-D) x; an unbatched sequence has one length, T")
-        arr = np.asarray(lengths)
-        if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
-            raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
-        if arr.shape != (B,):
-            raise ValueError(f"lengths must have shape (B,) = ({B},), one per sequence, got {_fmt(arr.shape)}")
-        if arr.min() < 1 or arr.max() > T:
-            raise ValueError(f"lengths must lie in 1..T = 1..{T}, got values from {arr.min()} to {arr.max()}")
-        return arr.astype(np.int64)
+        return ops._lengths(lengths, T, B)  # the one lengths check
 
     # --- forward / backward ---------------------------------------------------------------
 

@@ -94,11 +94,15 @@ def _shaped(value, name: str, shape: tuple, dtype, what: str) -> np.ndarray:
 def _lengths(lengths, T: int, B: int):
     if lengths is None:
         return None
-    arr = np.asarray(lengths)
+    try:
+        arr = np.asarray(lengths)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise TypeError(f"lengths must be a 1-D array of integers, got {type(lengths).__name__} "
+                        f"that is not one ({exc})") from None
     if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
     if arr.shape != (B,):
-        raise ValueError(f"lengths must have shape (B,) = ({B},), got {_fmt(arr.shape)}")
+        raise ValueError(f"lengths must have shape (B,) = ({B},), one per sequence, got {_fmt(arr.shape)}")
     if arr.size and (arr.min() < 1 or arr.max() > T):
         raise ValueError(f"lengths must lie in 1..T = 1..{T}, got values from {arr.min()} to {arr.max()}")
     return _native(arr.astype(np.int64, copy=False))

@@ -92,7 +92,6 @@ FIT_DEFECTS = {
     "epochs": "a non-int epochs (2.5, '3', None) fails inside range() with a message that does "
               "not name epochs",
     "verbose": "verbose is not checked: 'nope' or 2.5 silently runs",
-    "callbacks": "callbacks=[object()] fails with AttributeError ('has no attribute set_model')",
     "shuffle": "shuffle is not checked: 'nope' silently shuffles",
     "initial_epoch": "initial_epoch is not checked: 2.5 fails inside range(), '3' too, "
                      "without naming it",
