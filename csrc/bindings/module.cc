@@ -3,10 +3,10 @@
 #include <pybind11/stl.h>
 
 #include "common.h"
-#include "fusedrnn/blas.h"
-#include "fusedrnn/kernels.h"
-#include "fusedrnn/memory.h"
-#include "fusedrnn/threading.h"
+#include "cpu/blas.h"
+#include "cpu/kernels.h"
+#include "cpu/memory.h"
+#include "cpu/threading.h"
 
 namespace fusedrnn::bind {
 void bind_lstm(py::module_& m);

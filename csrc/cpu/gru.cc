@@ -1,8 +1,8 @@
-// GRU cell on the CPU (equations and workspace layout: include/fusedrnn/gru.h).
-#include "fusedrnn/gru.h"
+// GRU cell on the CPU (equations and workspace layout: include/fusedrnn/cells/gru.h).
+#include "fusedrnn/cells/gru.h"
 
 #include "fusedrnn/activations.h"
-#include "fusedrnn/kernels.h"
+#include "kernels.h"
 #include "sequence.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {

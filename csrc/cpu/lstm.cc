@@ -1,8 +1,8 @@
-// LSTM cell on the CPU (equations and workspace layout: include/fusedrnn/lstm.h).
-#include "fusedrnn/lstm.h"
+// LSTM cell on the CPU (equations and workspace layout: include/fusedrnn/cells/lstm.h).
+#include "fusedrnn/cells/lstm.h"
 
 #include "fusedrnn/activations.h"
-#include "fusedrnn/kernels.h"
+#include "kernels.h"
 #include "sequence.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {

@@ -1,8 +1,8 @@
-// Elman RNN cell on the CPU (equations and workspace layout: include/fusedrnn/rnn.h).
-#include "fusedrnn/rnn.h"
+// Elman RNN cell on the CPU (equations and workspace layout: include/fusedrnn/cells/rnn.h).
+#include "fusedrnn/cells/rnn.h"
 
 #include "fusedrnn/activations.h"
-#include "fusedrnn/kernels.h"
+#include "kernels.h"
 #include "sequence.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {
