@@ -6,6 +6,7 @@
 namespace fusedrnn::cuda {
 
 void fail(const char* call, cudaError_t e) {
+  (void)cudaGetLastError();  // reported here: not again by the next launch check
   throw Error(std::string("CUDA error in ") + call + ": " + cudaGetErrorName(e) + ": " +
               cudaGetErrorString(e));
 }

@@ -27,6 +27,9 @@ inline dim3 grid_for(int64_t n) {
 template <class... P>
 void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, cudaStream_t stream,
             typename same<P>::type... args) {
+  // A failed runtime call earlier (already reported by its own check) leaves its error as the
+  // "last error"; clear it so that the check below reports this launch's.
+  (void)cudaGetLastError();
 #if defined(FUSEDRNN_CUDA_EMULATION)
   (void)stream;
   emu::run_grid(grid, block, [&] { kernel(args...); });
