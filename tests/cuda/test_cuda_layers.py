@@ -99,8 +99,10 @@ def test_to_moves_between_devices_and_drops_the_trace(rng):
 
 
 def make_model(device, seed=0):
-    model = Sequential([Recurrent(LSTM(3, 6, bidirectional=True, dtype="float64", device=device)),
+    model = Sequential([Recurrent(LSTM(3, 6, bidirectional=True, dtype="float64")),
                         Dense(12, 2, "softmax", dtype="float64")], seed=seed)
+    assert model.to(device) is model
+    assert model.layers[0].layer.device == device
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     return model
 
