@@ -378,6 +378,12 @@ void bind_cuda(py::module_& m) {
       .def_property_readonly("nbytes", &DeviceArray::nbytes)
       .def_property_readonly("ptr", [](const DeviceArray& d) { return reinterpret_cast<uintptr_t>(d.ptr); })
       .def_property_readonly("__cuda_array_interface__", &interface)
+      // Pickled through a host copy (a layer kept for later, multiprocessing).
+      .def(py::pickle([](const DeviceArray& d) { return py::make_tuple(to_numpy(d)); },
+                      [](const py::tuple& t) {
+                        if (t.size() != 1) throw std::runtime_error("invalid DeviceArray state");
+                        return from_numpy(t[0].cast<py::array>());
+                      }))
       .def("__repr__", [](const DeviceArray& d) {
         return "DeviceArray(shape=" + shape_str(d.shape) + ", dtype=" + std::string(py::str(d.dtype)) + ")";
       });

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["check_device", "cuda_device_count", "is_device_array", "to_device", "to_host", "WeightCache"]
+__all__ = ["check_device", "cuda_device_count", "is_device_array", "to_device", "WeightCache"]
 
 _NO_CUDA = ("device='cuda' needs fusedrnn built with CUDA (pip install . "
             "-Ccmake.define.FUSEDRNN_CUDA=ON, with nvcc and the nvidia-cublas wheel); this build "
@@ -57,11 +57,6 @@ def to_device(value):
     return _core.DeviceArray.from_numpy(np.ascontiguousarray(value))
 
 
-def to_host(value):
-    """NumPy copy of a DeviceArray (None stays None)."""
-    return None if value is None else value.numpy()
-
-
 class WeightCache:
     """Device copies of a layer's host parameters, uploaded again only when the host array
     changed since the last upload (optimisers update the host arrays in place)."""
@@ -87,3 +82,7 @@ class WeightCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+    # A pickled layer carries its host parameters; the device copies are made again on use.
+    def __getstate__(self):
+        return {"_entries": {}}

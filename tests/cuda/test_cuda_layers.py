@@ -86,6 +86,17 @@ def test_weights_changed_on_the_host_reach_the_device(rng):
     np.testing.assert_array_equal(zero, 0)
 
 
+def test_a_device_layer_pickles_and_uploads_again(rng):
+    import pickle
+
+    layer = RNN(3, 4, dtype="float64", seed=5, device="cuda")
+    x = rng.standard_normal((4, 2, 3))
+    out, _ = layer(x)
+    copy = pickle.loads(pickle.dumps(layer))
+    assert copy.device == "cuda"
+    np.testing.assert_array_equal(copy(x)[0], out)
+
+
 def test_to_moves_between_devices_and_drops_the_trace(rng):
     layer = LSTM(3, 4, seed=1)
     x = rng.standard_normal((4, 2, 3)).astype(np.float32)
