@@ -282,9 +282,12 @@ py::tuple forward(const Cell& cell, const DeviceArray& x, const DeviceArray& w_i
     ws = py::cast(std::move(w_s));
   }
   const auto* dl = static_cast<const int64_t*>(g.d_lengths.ptr);
-  if (cell.gates == 4) cu::lstm_forward<T>(q, dl, act, w, a, training);
-  else if (cell.gates == 3) cu::gru_forward<T>(q, dl, act, w, a, training);
-  else cu::rnn_forward<T>(q, dl, act, w, a, training);
+  {
+    py::gil_scoped_release nogil;  // the kernels touch no Python object
+    if (cell.gates == 4) cu::lstm_forward<T>(q, dl, act, w, a, training);
+    else if (cell.gates == 3) cu::gru_forward<T>(q, dl, act, w, a, training);
+    else cu::rnn_forward<T>(q, dl, act, w, a, training);
+  }
   return py::make_tuple(std::move(out), std::move(h_n), c_n, ws);
 }
 
@@ -319,9 +322,12 @@ py::tuple backward(const Cell& cell, const DeviceArray& x, const DeviceArray& w_
   if (cell.has_c) dc0 = py::cast(make({q.B, q.H}, a.dc0));
   if (w_hr) dw_hr = py::cast(make({q.P, q.H}, a.dw_hr));
   const auto* dl = static_cast<const int64_t*>(g.d_lengths.ptr);
-  if (cell.gates == 4) cu::lstm_backward<T>(q, dl, act, w, a);
-  else if (cell.gates == 3) cu::gru_backward<T>(q, dl, act, w, a);
-  else cu::rnn_backward<T>(q, dl, act, w, a);
+  {
+    py::gil_scoped_release nogil;
+    if (cell.gates == 4) cu::lstm_backward<T>(q, dl, act, w, a);
+    else if (cell.gates == 3) cu::gru_backward<T>(q, dl, act, w, a);
+    else cu::rnn_backward<T>(q, dl, act, w, a);
+  }
   return py::make_tuple(std::move(dx), std::move(dh0), dc0, std::move(dw_ih), std::move(dw_hh), std::move(db_ih),
                         std::move(db_hh), dw_hr);
 }

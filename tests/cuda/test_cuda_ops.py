@@ -217,3 +217,22 @@ def test_compiled_entry_points_check_device_arguments():
         _core.cuda_forward("lstn", x, w_ih, w_hh, b, b, None, h0, h0, None, False, "tanh", False)
     with pytest.raises(ValueError, match="c0 is required"):
         _core.cuda_forward("lstm", x, w_ih, w_hh, b, b, None, h0, None, None, False, "tanh", False)
+
+
+def test_calls_from_several_threads_agree_with_one_thread(rng):
+    """The device calls release the GIL: concurrent calls from Python threads give the
+    results of sequential ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [make_case(rng, "lstm", 8, 4, 5, 12, np.float64, lengths=True) for _ in range(6)]
+
+    def one(case):
+        out, h, c, cache = run_forward(CUDA, "lstm", "tanh", case, training=True, reverse=True)
+        return out, run_backward(ops, "lstm", cache, np.ones_like(out))["dw_hh"]
+
+    serial = [one(c) for c in cases]
+    with ThreadPoolExecutor(3) as pool:
+        threaded = list(pool.map(one, cases))
+    for (a, ga), (b, gb) in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(ga, gb)
