@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "fusedrnn/common.h"
-#include "fusedrnn/kernels.h"
-#include "fusedrnn/memory.h"
+#include "cpu/kernels.h"
+#include "cpu/memory.h"
 
 namespace fusedrnn::bind {
 

@@ -1,4 +1,4 @@
-#include "fusedrnn/gru.h"
+#include "fusedrnn/cells/gru.h"
 
 #include "common.h"
 

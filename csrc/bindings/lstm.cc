@@ -1,4 +1,4 @@
-#include "fusedrnn/lstm.h"
+#include "fusedrnn/cells/lstm.h"
 
 #include "common.h"
 

@@ -3,10 +3,13 @@
 #include <pybind11/stl.h>
 
 #include "common.h"
-#include "fusedrnn/blas.h"
-#include "fusedrnn/kernels.h"
-#include "fusedrnn/memory.h"
-#include "fusedrnn/threading.h"
+#ifdef FUSEDRNN_WITH_CUDA
+#include "cuda_ops.h"
+#endif
+#include "cpu/blas.h"
+#include "cpu/kernels.h"
+#include "cpu/memory.h"
+#include "cpu/threading.h"
 
 namespace fusedrnn::bind {
 void bind_lstm(py::module_& m);
@@ -40,7 +43,10 @@ PYBIND11_MODULE(_core, m) {
         "Use another compiled kernel variant: 'baseline', 'avx2' or 'avx512'.");
 #ifdef FUSEDRNN_WITH_CUDA
   m.attr("cuda_compiled") = true;
+  bind::bind_cuda(m);  // csrc/bindings/cuda_ops.cc
 #else
   m.attr("cuda_compiled") = false;
+  m.attr("cuda_emulated") = false;
+  m.def("cuda_device_count", [] { return 0; }, "CUDA devices visible: this build has no CUDA.");
 #endif
 }

@@ -1,4 +1,4 @@
-#include "fusedrnn/rnn.h"
+#include "fusedrnn/cells/rnn.h"
 
 #include "common.h"
 

@@ -4,7 +4,7 @@
 // NumPy loads its own) is kept single-threaded, and a large product is split into row or column
 // blocks across the pool.  Two pools would take turns busy-waiting on the same cores, and the
 // per-step barriers of the time loop would stall behind the other pool's spinning threads.
-#include "fusedrnn/blas.h"
+#include "blas.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -12,7 +12,7 @@
 #include <algorithm>
 #include <stdexcept>
 
-#include "fusedrnn/threading.h"
+#include "threading.h"
 
 namespace fusedrnn::blas {
 namespace {

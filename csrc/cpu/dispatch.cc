@@ -3,7 +3,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "fusedrnn/kernels.h"
+#include "kernels.h"
 
 namespace fusedrnn::cpu {
 namespace {

@@ -26,9 +26,9 @@
 #include <atomic>
 #include <vector>
 
-#include "fusedrnn/blas.h"
+#include "blas.h"
 #include "fusedrnn/common.h"
-#include "fusedrnn/threading.h"
+#include "threading.h"
 #include "packed_gemm.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {

@@ -1,8 +1,7 @@
-// GRU cell on the CPU (equations and workspace layout: include/fusedrnn/gru.h).
-#include "fusedrnn/gru.h"
+// GRU cell on the CPU (equations and workspace layout: include/fusedrnn/cells/gru.h).
+#include "fusedrnn/cells/gru.h"
 
-#include "fusedrnn/activations.h"
-#include "fusedrnn/kernels.h"
+#include "kernels.h"
 #include "sequence.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {
@@ -25,37 +24,14 @@ struct GruCell {
                    int64_t hs, const T* __restrict bih, const T* __restrict bhh,
                    const T* __restrict h_in, const T* /*c_in*/, T* __restrict h_out,
                    T* /*c_out*/, T* __restrict ws) const {
-    for (int64_t j = 0; j < cnt; ++j) {
-      const T r = act::sigmoid(xp[j] + bih[j] + hp[j] + bhh[j]);
-      const T z = act::sigmoid(xp[xs + j] + bih[H + j] + hp[hs + j] + bhh[H + j]);
-      const T hn = hp[2 * hs + j] + bhh[2 * H + j];
-      const T n = act::tanh_(xp[2 * xs + j] + bih[2 * H + j] + r * hn);
-      h_out[j] = (T(1) - z) * n + z * h_in[j];
-      if constexpr (Training) {
-        ws[j] = r;
-        ws[H + j] = z;
-        ws[2 * H + j] = n;
-        ws[3 * H + j] = hn;
-      }
-    }
+    for (int64_t j = 0; j < cnt; ++j)
+      gru::forward_unit<Training>(j, H, xp, xs, hp, hs, bih, bhh, h_in, h_out, ws);
   }
 
   void backward_row(int64_t cnt, const T* __restrict ws, const T* __restrict dh,
                     const T* /*dc_in*/, T* __restrict dgi, T* __restrict dgh,
                     T* __restrict dh_direct, T* /*dc_out*/) const {
-    const T* h_prev = ws + gru::off_hprev(H);
-    for (int64_t j = 0; j < cnt; ++j) {
-      const T r = ws[j], z = ws[H + j], n = ws[2 * H + j], hn = ws[3 * H + j];
-      // h' = (1 - z) n + z h
-      dh_direct[j] = dh[j] * z;
-      const T dn = dh[j] * (T(1) - z) * (T(1) - n * n);  // d tanh = 1 - tanh^2
-      const T dz = dh[j] * (h_prev[j] - n) * z * (T(1) - z);
-      const T dr = dn * hn * r * (T(1) - r);              // n = tanh(xn + r * hn)
-      dgi[j] = dgh[j] = dr;
-      dgi[H + j] = dgh[H + j] = dz;
-      dgi[2 * H + j] = dn;
-      dgh[2 * H + j] = dn * r;
-    }
+    for (int64_t j = 0; j < cnt; ++j) gru::backward_unit(j, H, ws, dh[j], dgi, dgh, dh_direct);
   }
 };
 

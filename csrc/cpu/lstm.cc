@@ -1,8 +1,7 @@
-// LSTM cell on the CPU (equations and workspace layout: include/fusedrnn/lstm.h).
-#include "fusedrnn/lstm.h"
+// LSTM cell on the CPU (equations and workspace layout: include/fusedrnn/cells/lstm.h).
+#include "fusedrnn/cells/lstm.h"
 
-#include "fusedrnn/activations.h"
-#include "fusedrnn/kernels.h"
+#include "kernels.h"
 #include "sequence.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {
@@ -26,40 +25,14 @@ struct LstmCell {
                    const T* __restrict bih, const T* __restrict bhh, const T* /*h_in*/,
                    const T* __restrict c_in, T* __restrict h_out, T* __restrict c_out,
                    T* __restrict ws) const {
-    for (int64_t j = 0; j < n; ++j) {
-      const T i = act::sigmoid(xp[j] + bih[j] + hp[j] + bhh[j]);
-      const T f = act::sigmoid(xp[xs + j] + bih[H + j] + hp[hs + j] + bhh[H + j]);
-      const T g = act::apply<A>(xp[2 * xs + j] + bih[2 * H + j] + hp[2 * hs + j] + bhh[2 * H + j]);
-      const T o = act::sigmoid(xp[3 * xs + j] + bih[3 * H + j] + hp[3 * hs + j] + bhh[3 * H + j]);
-      const T c = f * c_in[j] + i * g;
-      c_out[j] = c;
-      h_out[j] = o * act::apply<A>(c);
-      if constexpr (Training) {
-        ws[j] = i;
-        ws[H + j] = f;
-        ws[2 * H + j] = g;
-        ws[3 * H + j] = o;
-        ws[4 * H + j] = c_in[j];
-      }
-    }
+    for (int64_t j = 0; j < n; ++j)
+      lstm::forward_unit<A, Training>(j, H, xp, xs, hp, hs, bih, bhh, c_in, h_out, c_out, ws);
   }
 
   void backward_row(int64_t n, const T* __restrict ws, const T* __restrict dh,
                     const T* __restrict dc_in, T* __restrict dg, T* /*dgh, same as dg*/,
                     T* /*dh_direct*/, T* __restrict dc_out) const {
-    for (int64_t j = 0; j < n; ++j) {
-      const T i = ws[j], f = ws[H + j], g = ws[2 * H + j], o = ws[3 * H + j];
-      const T c_prev = ws[4 * H + j];
-      const T c = f * c_prev + i * g;
-      const T ac = act::apply<A>(c);
-      const T dct = dc_in[j] + dh[j] * o * act::grad_from_input<A>(c, ac);  // h' = o act(c')
-      const T d_o = dh[j] * ac;
-      dc_out[j] = dct * f;                                    // c' = f c + i g
-      dg[j] = dct * g * i * (T(1) - i);                       // d sigmoid = s (1 - s)
-      dg[H + j] = dct * c_prev * f * (T(1) - f);
-      dg[2 * H + j] = dct * i * act::grad_from_output<A>(g);
-      dg[3 * H + j] = d_o * o * (T(1) - o);
-    }
+    for (int64_t j = 0; j < n; ++j) lstm::backward_unit<A>(j, H, ws, dh[j], dc_in, dg, dc_out);
   }
 };
 

@@ -1,4 +1,4 @@
-#include "fusedrnn/memory.h"
+#include "memory.h"
 
 #include <cstdlib>
 #include <map>

@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "fusedrnn/memory.h"
+#include "memory.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA::packed {
 

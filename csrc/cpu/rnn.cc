@@ -1,8 +1,7 @@
-// Elman RNN cell on the CPU (equations and workspace layout: include/fusedrnn/rnn.h).
-#include "fusedrnn/rnn.h"
+// Elman RNN cell on the CPU (equations and workspace layout: include/fusedrnn/cells/rnn.h).
+#include "fusedrnn/cells/rnn.h"
 
-#include "fusedrnn/activations.h"
-#include "fusedrnn/kernels.h"
+#include "kernels.h"
 #include "sequence.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {
@@ -25,17 +24,13 @@ struct RnnCell {
                    int64_t /*hs*/, const T* __restrict bih, const T* __restrict bhh,
                    const T* /*h_in*/, const T* /*c_in*/, T* __restrict h_out, T* /*c_out*/,
                    T* __restrict ws) const {
-    for (int64_t j = 0; j < n; ++j) {
-      const T h = act::apply<A>(xp[j] + bih[j] + hp[j] + bhh[j]);
-      h_out[j] = h;
-      if constexpr (Training) ws[j] = h;
-    }
+    for (int64_t j = 0; j < n; ++j) rnn::forward_unit<A, Training>(j, xp, hp, bih, bhh, h_out, ws);
   }
 
   void backward_row(int64_t n, const T* __restrict ws, const T* __restrict dh,
                     const T* /*dc_in*/, T* __restrict dg, T* /*dgh, same as dg*/,
                     T* /*dh_direct*/, T* /*dc_out*/) const {
-    for (int64_t j = 0; j < n; ++j) dg[j] = dh[j] * act::grad_from_output<A>(ws[j]);
+    for (int64_t j = 0; j < n; ++j) rnn::backward_unit<A>(j, ws, dh[j], dg);
   }
 };
 

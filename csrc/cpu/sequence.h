@@ -19,7 +19,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "fusedrnn/blas.h"
+#include "blas.h"
 #include "fusedrnn/common.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {

@@ -1,4 +1,4 @@
-#include "fusedrnn/threading.h"
+#include "threading.h"
 
 #include <pthread.h>
 

@@ -9,7 +9,8 @@ _core = _load_core()
 
 from . import ops, reference  # noqa: E402
 from .layers import GRU, LSTM, RNN  # noqa: E402
-from ._info import build_info, cuda_available, empty_cache, get_num_threads, set_num_threads  # noqa: E402
+from ._info import (build_info, cuda_available, cuda_device_count, empty_cache,  # noqa: E402
+                    get_num_threads, set_num_threads)
 from . import callbacks, losses, metrics, optimizers  # noqa: E402
 from .nn import Dense, Dropout, Embedding, Recurrent  # noqa: E402
 from .models import Sequential  # noqa: E402
@@ -34,6 +35,7 @@ __all__ = [
     "build_info",
     "empty_cache",
     "cuda_available",
+    "cuda_device_count",
     "get_num_threads",
     "set_num_threads",
     "__version__",

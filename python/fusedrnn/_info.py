@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import _core
+from ._device import cuda_device_count
 
 
 def build_info() -> dict:
@@ -17,6 +18,8 @@ def build_info() -> dict:
         "num_threads": get_num_threads(),
         "cached_bytes": int(_core.cached_bytes()),
         "cuda_compiled": bool(_core.cuda_compiled),
+        "cuda_emulated": bool(_core.cuda_emulated),
+        "cuda_device_count": cuda_device_count(),
         "cuda_available": cuda_available(),
     }
 
@@ -28,8 +31,9 @@ def _version() -> str:
 
 
 def cuda_available() -> bool:
-    """True when the CUDA kernels are compiled in and a GPU is present."""
-    return False if not _core.cuda_compiled else bool(getattr(_core, "cuda_device_count", lambda: 0)())
+    """True when the CUDA kernels are compiled in and a device is present (the emulated device
+    of a FUSEDRNN_CUDA_EMULATION build counts: build_info()["cuda_emulated"] tells)."""
+    return bool(_core.cuda_compiled) and cuda_device_count() > 0
 
 
 def get_num_threads() -> int:

@@ -250,6 +250,16 @@ def _timed(fn) -> float:
     return elapsed
 
 
+def _time_call(contender) -> float:
+    """Seconds of one contender.run(): CUDA events for device contenders, else wall time."""
+    timed_run = getattr(contender, "timed_run", None)
+    if timed_run is None:
+        return _timed(contender.run)
+    elapsed, ret = timed_run()
+    del ret
+    return elapsed
+
+
 def estimate_call(name: str, case: Case, inputs: Inputs) -> float:
     """Seconds one call of contender `name` should take, from a call on PROBE_STEPS steps."""
     steps = min(case.T, PROBE_STEPS)
@@ -278,7 +288,7 @@ def time_contenders(contenders: dict, settings: Settings) -> dict:
             for name in names:
                 settle(settings.settle)
                 contenders[name].release()
-                t = _timed(contenders[name].run)
+                t = _time_call(contenders[name])
                 estimate[name] = min(t, estimate.get(name, t))  # the first call may pay one-time costs
         samples = {name: [] for name in names}
         rounds = 0
@@ -289,10 +299,10 @@ def time_contenders(contenders: dict, settings: Settings) -> dict:
                 settle(settings.settle)
                 if estimate[name] < LEAD_IN_BELOW:
                     contender.release()
-                    _timed(contender.run)  # untimed: wakes the pool after the wait
+                    _time_call(contender)  # untimed: wakes the pool after the wait
                 for _ in range(block[name]):
                     contender.release()
-                    samples[name].append(_timed(contender.run))
+                    samples[name].append(_time_call(contender))
             rounds += 1
             done = all(len(s) >= settings.repeats and sum(s) >= settings.min_time for s in samples.values())
             if (done and rounds >= MIN_ROUNDS) or rounds >= MAX_ROUNDS:
@@ -379,7 +389,7 @@ def run_case(case: Case, settings: Settings) -> dict:
 
     for name, contender in contenders.items():
         peak = None
-        if settings.memory:
+        if settings.memory and not getattr(contender, "device_memory", False):
             settle(settings.settle)
             contender.release()
             peak = peak_extra_bytes(contender.run, name)

@@ -8,6 +8,10 @@ into named NumPy arrays for validation; it is never timed.
 * fusedrnn: ``fusedrnn.ops``, one single-layer call per layer and direction.
 * numpy: ``fusedrnn.reference`` through the same Python stacking code (it always keeps its
   cache, so its forward costs the same in both modes).
+* fusedrnn-cuda: the same calls with ``device='cuda'``: weights, inputs, states and dout copied
+  to the device once; each call is timed with CUDA events and includes copying every layer's
+  results back to the host (NumPy out).  On the emulated device (a FUSEDRNN_CUDA_EMULATION
+  build) the times are the host emulation's and say nothing about a GPU.
 * torch: ``torch.nn.LSTM/GRU/RNN`` with ``num_layers`` and ``bidirectional``, holding copies
   of the same weights; gradients with respect to the input, the initial states and every
   parameter.
@@ -24,7 +28,7 @@ import numpy as np
 from . import ops, reference
 from .bench_cases import Case, Inputs
 
-CONTENDERS = ("fusedrnn", "numpy", "torch")
+CONTENDERS = ("fusedrnn", "numpy", "torch", "fusedrnn-cuda")
 _PARAMS = ("w_ih", "w_hh", "b_ih", "b_hh")
 
 
@@ -44,6 +48,8 @@ def make(name: str, case: Case, inputs: Inputs):
         return _Stacked(reference, case, inputs, kernel_training=False)
     if name == "torch":
         return _Torch(case, inputs)
+    if name == "fusedrnn-cuda":
+        return _CudaStacked(case, inputs)
     raise ValueError(f"contender must be one of {', '.join(CONTENDERS)}, got {name!r}")
 
 
@@ -132,6 +138,41 @@ class _Stacked:
                 else:
                     res[name] = value
         return res
+
+
+class _CudaOps:
+    """fusedrnn.ops with device='cuda' (the forward/backward names _Stacked looks up)."""
+
+    def __getattr__(self, name):
+        fn = getattr(ops, name)
+        if name.endswith("_forward"):
+            return lambda *args, **kwargs: fn(*args, device="cuda", **kwargs)
+        return fn
+
+
+class _CudaStacked(_Stacked):
+    """fusedrnn on the CUDA device; ``timed_run()`` measures a call with CUDA events."""
+
+    device_memory = True  # host peak memory says nothing about it
+
+    def __init__(self, case: Case, inputs: Inputs):
+        from . import _core, _device
+
+        _device.check_device("cuda")
+        up = _core.DeviceArray.from_numpy
+        dev_params = [[{k: up(v) for k, v in p.items()} for p in per_layer] for per_layer in inputs.params]
+        # States by row so that one device array per layer and direction exists.
+        h0 = [up(np.ascontiguousarray(h)) for h in inputs.h0]
+        c0 = None if inputs.c0 is None else [up(np.ascontiguousarray(c)) for c in inputs.c0]
+        super().__init__(_CudaOps(), case, Inputs(up(inputs.x), dev_params, h0, c0, inputs.dout),
+                         kernel_training=True)
+        self._timer = _core.CudaTimer()
+
+    def timed_run(self):
+        """(seconds, result) of one run() between two CUDA events."""
+        self._timer.begin()
+        ret = self.run()
+        return self._timer.end() * 1e-3, ret
 
 
 class _Torch:

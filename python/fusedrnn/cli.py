@@ -99,6 +99,9 @@ def _add_bench(subparsers):
     g = p.add_argument_group("contenders and threads")
     g.add_argument("--contenders", metavar="LIST",
                    help="comma-separated out of fusedrnn,numpy,torch (default: all; torch when importable)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: time fusedrnn-cuda (CUDA events) against fusedrnn on the CPU; in an "
+                        "emulated build the device times are marked as emulated")
     g.add_argument("--threads", type=_positive_int, metavar="N",
                    help="threads for every contender (default: all usable cores)")
     g = p.add_argument_group("timing")
@@ -161,17 +164,34 @@ def _bench_cases(args, parser):
     return cases
 
 
+def _cuda_note(parser):
+    from . import _device, build_info
+
+    try:
+        _device.check_device("cuda")
+    except RuntimeError as exc:
+        parser.error(f"--device cuda: {exc}")
+    if build_info()["cuda_emulated"]:
+        return ("device: EMULATED CUDA (FUSEDRNN_CUDA_EMULATION build): fusedrnn-cuda times are the "
+                "host emulation's, not GPU performance")
+    return "device: CUDA; fusedrnn-cuda timed with CUDA events, including copying results to the host"
+
+
 def _bench_contenders(args, parser):
     from .bench_contenders import CONTENDERS, torch_available
 
+    cuda = args.device == "cuda" or "fusedrnn-cuda" in (args.contenders or "")
+    cuda_note = _cuda_note(parser) if cuda else None
     if args.contenders is None:
-        names = CONTENDERS if torch_available() else tuple(n for n in CONTENDERS if n != "torch")
+        if cuda:
+            return ("fusedrnn", "fusedrnn-cuda"), cuda_note
+        names = tuple(n for n in CONTENDERS if n != "fusedrnn-cuda" and (n != "torch" or torch_available()))
         note = None if torch_available() else "torch: not importable, left out (pip install 'fusedrnn[torch]')"
         return names, note
     names = _split_names(args.contenders, CONTENDERS, "--contenders", parser)
     if "torch" in names and not torch_available():
         parser.error("--contenders names torch, which is not importable (pip install 'fusedrnn[torch]')")
-    return names, None
+    return names, cuda_note
 
 
 def _write_files(args, head, results, complete, exit_code):

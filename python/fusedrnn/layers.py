@@ -42,7 +42,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _npz, ops
+from . import _device, _npz, ops
 from .keras_import import from_keras_weights, to_keras_weights
 
 __all__ = ["LSTM", "GRU", "RNN"]
@@ -120,7 +120,7 @@ class _RNNBase:
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, proj_size=0, act="tanh",
-                 dtype="float32", seed=None):
+                 dtype="float32", seed=None, device="cpu"):
         self.input_size = _int(input_size, "input_size", 1)
         self.hidden_size = _int(hidden_size, "hidden_size", 1)
         self.num_layers = _int(num_layers, "num_layers", 1)
@@ -153,6 +153,9 @@ class _RNNBase:
         self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
         self.num_directions = 2 if self.bidirectional else 1
+        self._device = "cpu"
+        self._device_weights = None
+        self.to(device)
         self.training = True
         self._init_thread_state()
         self.params = {name: np.empty(shape, self.dtype) for name, shape in self._param_shapes()}
@@ -304,6 +307,24 @@ class _RNNBase:
         with self._grad_lock:
             for g in self.grads.values():
                 g.fill(0)
+
+    # --- device (CUDA hook; fusedrnn/_device.py, fusedrnn/cuda_ops.py) ----------------------
+
+    @property
+    def device(self) -> str:
+        """'cpu' or 'cuda': where the kernels run.  ``params`` and ``grads`` stay NumPy arrays
+        on either device; on CUDA the weights are kept on the device between calls and copied
+        again only after the host arrays change (an optimiser step)."""
+        return self._device
+
+    def to(self, device):
+        """Run the kernels on ``device`` ('cpu' or 'cuda') from the next call on; returns self."""
+        device = _device.check_device(device)
+        if device != self._device:
+            self._trace, self._trace_state = None, "none"
+        self._device = device
+        self._device_weights = _device.WeightCache() if device == "cuda" else None
+        return self
 
     def train(self, mode: bool = True):
         self.training = _bool(mode, "mode")
@@ -472,9 +493,11 @@ class _RNNBase:
     def _run(self, x, sfx, h0, c0, lengths, reverse, training):
         """One layer, one direction, through ops: (out, h_n, c_n or None, cache)."""
         p = self.params
+        if self._device == "cuda":  # --- CUDA hook: weights from the device copies ---
+            p = {k: self._device_weights.get(k, v) for k, v in p.items() if k.endswith(sfx)}
         w = (x, p["weight_ih" + sfx], p["weight_hh" + sfx],
              p.get("bias_ih" + sfx), p.get("bias_hh" + sfx))
-        kw = dict(lengths=lengths, reverse=reverse, training=training)
+        kw = dict(lengths=lengths, reverse=reverse, training=training, device=self._device)
         if self._cell == "lstm":
             return ops.lstm_forward(*w, h0, c0, w_hr=p.get("weight_hr" + sfx),
                                     activation=self._act, **kw)
@@ -631,16 +654,17 @@ def _state_pair(value, name: str, first: str, second: str):
 class LSTM(_RNNBase):
     """Multi-layer LSTM with torch.nn.LSTM's arguments, plus ``activation`` ('tanh' or
     'relu', replacing both tanh's of the cell), ``dtype`` and ``seed`` (int or Generator:
-    weight init and dropout masks).  ``out, (h_n, c_n) = lstm(x, (h0, c0), lengths)``."""
+    weight init and dropout masks) and ``device`` ('cpu' or 'cuda').
+    ``out, (h_n, c_n) = lstm(x, (h0, c0), lengths)``."""
 
     _cell = "lstm"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, activation="tanh", *,
-                 dtype="float32", seed=None):
+                 dtype="float32", seed=None, device="cpu"):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size=proj_size, act=_act(activation, "activation"),
-                         dtype=dtype, seed=seed)
+                         dtype=dtype, seed=seed, device=device)
 
     @property
     def activation(self) -> str:
@@ -687,9 +711,9 @@ class GRU(_SingleState, _RNNBase):
     _cell = "gru"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, dtype="float32", seed=None):
+                 dropout=0.0, bidirectional=False, *, dtype="float32", seed=None, device="cpu"):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype=dtype, seed=seed)
+                         bidirectional, dtype=dtype, seed=seed, device=device)
 
 
 class RNN(_SingleState, _RNNBase):
@@ -700,10 +724,10 @@ class RNN(_SingleState, _RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, *, dtype="float32",
-                 seed=None):
+                 seed=None, device="cpu"):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, act=_act(nonlinearity, "nonlinearity"), dtype=dtype,
-                         seed=seed)
+                         seed=seed, device=device)
 
     @property
     def nonlinearity(self) -> str:

@@ -179,6 +179,14 @@ class Sequential:
         self.layers.append(layer)
         self._shapes.append(None)
 
+    def to(self, device):
+        """Run the recurrent layers' kernels on ``device`` ('cpu' or 'cuda'); returns self.
+        (CUDA hook: the rest of the model and the optimiser run on the host arrays.)"""
+        for layer in self.layers:
+            if isinstance(layer, Recurrent):
+                layer.layer.to(device)
+        return self
+
     @property
     def dtype(self) -> np.dtype:
         for layer in self.layers:

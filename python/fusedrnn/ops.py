@@ -17,6 +17,10 @@ cache.  Shapes and equations are those of ``docs/conventions.md`` (time-major ``
 (no copies): modifying them in place between forward and backward changes the gradients.  ``grads`` is a dict with 'dx', 'dh0', 'dw_ih',
 'dw_hh', 'db_ih', 'db_hh', and for the LSTM 'dc0' (and 'dw_hr' with a projection).
 
+Device: ``device='cuda'`` runs the CUDA kernels (fusedrnn.cuda_ops): NumPy in and out as here,
+or device arrays (``__cuda_array_interface__``) used in place; the cache, and its backward,
+stay on the device.  A build without CUDA raises a RuntimeError for it.
+
 Dtypes: float32 or float64, taken from ``x``; every other array must have the same dtype
 (TypeError otherwise).  Integer, boolean, complex and float16 arrays are rejected with a
 TypeError (convert float16 with ``.astype(np.float32)``).  Arrays of any layout and provenance
@@ -34,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
+from . import _core, _device
 
 __all__ = [
     "lstm_forward",
@@ -143,7 +147,13 @@ class ForwardCache:
         return int(self.workspace.nbytes)
 
 
-def _forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, activation, training):
+def _forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, activation, training,
+             device="cpu"):
+    if _device.check_device(device) == "cuda":  # --- CUDA hook: fusedrnn/cuda_ops.py ---
+        from . import cuda_ops
+
+        return cuda_ops.forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse,
+                                activation, training)
     G = _GATES[cell]
     x = _array(x, "x")
     if x.ndim != 3:
@@ -193,6 +203,11 @@ def _backward(cell, cache, dout, dh_n, dc_n):
         raise TypeError(f"cache must be the ForwardCache returned by {cell}_forward, got {type(cache).__name__}")
     if cache.cell != cell:
         raise TypeError(f"cache comes from {cache.cell}_forward, not {cell}_forward")
+    if _core.cuda_compiled:  # --- CUDA hook: a cache from the device is differentiated there ---
+        from . import cuda_ops
+
+        if cuda_ops.on_device(cache):
+            return cuda_ops.backward(cell, cache, dout, dh_n, dc_n)
     dt = cache.x.dtype
     T, B = cache.x.shape[:2]
     P, H = cache.P, cache.H
@@ -217,11 +232,12 @@ def _backward(cell, cache, dout, dh_n, dc_n):
 
 
 def lstm_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, w_hr=None,
-                 lengths=None, reverse=False, activation="tanh", training=False):
+                 lengths=None, reverse=False, activation="tanh", training=False, device="cpu"):
     """LSTM over the whole sequence.  Returns (out, h_n, c_n, cache); cache is None unless
     training.  ``activation='relu'`` replaces both tanh's; ``w_hr`` (P, H) is torch's
     projection (proj_size = P)."""
-    return _forward("lstm", x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, activation, training)
+    return _forward("lstm", x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, activation, training,
+                    device)
 
 
 def lstm_backward(cache, dout=None, dh_n=None, dc_n=None):
@@ -231,10 +247,10 @@ def lstm_backward(cache, dout=None, dh_n=None, dc_n=None):
 
 
 def gru_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, lengths=None, reverse=False,
-                training=False):
+                training=False, device="cpu"):
     """GRU over the whole sequence.  Returns (out, h_n, cache); cache is None unless training."""
     out, h_n, _, cache = _forward("gru", x, w_ih, w_hh, b_ih, b_hh, h0, None, None, lengths, reverse,
-                                  "tanh", training)
+                                  "tanh", training, device)
     return out, h_n, cache
 
 
@@ -244,10 +260,10 @@ def gru_backward(cache, dout=None, dh_n=None):
 
 
 def rnn_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, lengths=None, reverse=False,
-                nonlinearity="tanh", training=False):
+                nonlinearity="tanh", training=False, device="cpu"):
     """Elman RNN (tanh or relu) over the whole sequence.  Returns (out, h_n, cache)."""
     out, h_n, _, cache = _forward("rnn", x, w_ih, w_hh, b_ih, b_hh, h0, None, None, lengths, reverse,
-                                  nonlinearity, training)
+                                  nonlinearity, training, device)
     return out, h_n, cache
 
 

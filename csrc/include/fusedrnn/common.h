@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "fusedrnn/macros.h"
+
 namespace fusedrnn {
 
 enum class Act : int { Tanh = 0, Relu = 1 };
@@ -18,20 +20,21 @@ enum class Act : int { Tanh = 0, Relu = 1 };
 // Geometry of one call: one layer, one direction, the whole sequence.
 struct Seq {
   int64_t T = 0, B = 0, I = 0, H = 0, P = 0;
-  const int64_t* lengths = nullptr;  // [B], each in 1..T; nullptr: every sequence has T steps
+  const int64_t* lengths = nullptr;  // [B], each in 1..T (in the memory of the device that runs
+                                     // the kernels); nullptr: every sequence has T steps
   bool reverse = false;
 
-  int64_t length(int64_t b) const { return lengths ? lengths[b] : T; }
+  FUSEDRNN_HD int64_t length(int64_t b) const { return lengths ? lengths[b] : T; }
 
   // The time index that row b processes at step s (steps count 0..T-1 in processing order),
   // or -1 once row b has finished.
-  int64_t time_of(int64_t s, int64_t b) const {
+  FUSEDRNN_HD int64_t time_of(int64_t s, int64_t b) const {
     const int64_t L = length(b);
     if (s >= L) return -1;
     return reverse ? L - 1 - s : s;
   }
 
-  // True when every active row processes the same time index at a given step; false only for
+  // Host only (reads lengths).  True when every active row processes the same time index at a given step; false only for
   // the reverse direction of a batch whose lengths differ.
   bool time_uniform() const {
     if (!reverse || !lengths) return true;
@@ -39,7 +42,7 @@ struct Seq {
       if (lengths[b] != T) return false;
     return true;
   }
-  int64_t time_at_step(int64_t s) const { return reverse ? T - 1 - s : s; }
+  FUSEDRNN_HD int64_t time_at_step(int64_t s) const { return reverse ? T - 1 - s : s; }
 };
 
 // Parameters.  Biases are never null (the bindings pass zeros for bias=False).

@@ -1,0 +1,23 @@
+// Entry points of the CUDA kernels (csrc/cuda/{lstm,gru,rnn}.cu).  Every pointer in the
+// weights and args structs is device memory.  q.lengths is the host copy (the host decides
+// which loop to run); d_lengths the device copy (or nullptr), which the kernels read.
+#pragma once
+
+#include "fusedrnn/common.h"
+
+namespace fusedrnn::cuda {
+
+#define FUSEDRNN_CUDA_DECLARE(cell)                                                          \
+  template <typename T>                                                                      \
+  void cell##_forward(const Seq& q, const int64_t* d_lengths, Act act, const Weights<T>& w,  \
+                      const ForwardArgs<T>& a, bool training);                               \
+  template <typename T>                                                                      \
+  void cell##_backward(const Seq& q, const int64_t* d_lengths, Act act, const Weights<T>& w, \
+                       const BackwardArgs<T>& a);
+
+FUSEDRNN_CUDA_DECLARE(lstm)
+FUSEDRNN_CUDA_DECLARE(gru)
+FUSEDRNN_CUDA_DECLARE(rnn)
+#undef FUSEDRNN_CUDA_DECLARE
+
+}  // namespace fusedrnn::cuda

@@ -1,0 +1,88 @@
+"""Where the kernels run ('cpu' or 'cuda') and moving arrays to and from the CUDA device.
+
+A build without CUDA has the same API: ``cuda_device_count()`` is 0 and asking for
+``device='cuda'`` raises a RuntimeError saying how to get a CUDA build.  A build with the
+emulated device (``FUSEDRNN_CUDA_EMULATION``) reports one device and runs the CUDA kernel
+sources on the host.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["check_device", "cuda_device_count", "is_device_array", "to_device", "WeightCache"]
+
+_NO_CUDA = ("device='cuda' needs fusedrnn built with CUDA (pip install . "
+            "-Ccmake.define.FUSEDRNN_CUDA=ON, with nvcc and the nvidia-cublas wheel); this build "
+            "has no CUDA kernels")
+
+
+def cuda_device_count() -> int:
+    """CUDA devices this build can use: 0 without CUDA, without a driver or without a GPU
+    (1 on the emulated device)."""
+    return int(_core.cuda_device_count())
+
+
+def check_device(device) -> str:
+    """'cpu' or 'cuda' ('cuda:0' is accepted as 'cuda'); errors name what is wrong."""
+    if not isinstance(device, str):
+        raise TypeError(f"device must be 'cpu' or 'cuda', got {type(device).__name__}")
+    if device == "cpu":
+        return "cpu"
+    if device not in ("cuda", "cuda:0"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if not _core.cuda_compiled:
+        raise RuntimeError(_NO_CUDA)
+    if cuda_device_count() < 1:
+        raise RuntimeError("device='cuda': this build has the CUDA kernels but no CUDA device is "
+                           "visible (no GPU, or no driver)")
+    return "cuda"
+
+
+def is_device_array(value) -> bool:
+    """True for fusedrnn's DeviceArray and objects exporting __cuda_array_interface__."""
+    return (_core.cuda_compiled and isinstance(value, _core.DeviceArray)) or \
+        hasattr(type(value), "__cuda_array_interface__") or hasattr(value, "__cuda_array_interface__")
+
+
+def to_device(value):
+    """A DeviceArray for value: itself, a zero-copy view of a __cuda_array_interface__ object,
+    or a copy of a (C-contiguous float32/float64) NumPy array."""
+    if isinstance(value, _core.DeviceArray):
+        return value
+    if hasattr(value, "__cuda_array_interface__"):
+        return _core.DeviceArray.from_cuda_array_interface(value)
+    return _core.DeviceArray.from_numpy(np.ascontiguousarray(value))
+
+
+class WeightCache:
+    """Device copies of a layer's host parameters, uploaded again only when the host array
+    changed since the last upload (optimisers update the host arrays in place)."""
+
+    def __init__(self):
+        self._entries = {}  # name -> (host shadow copy, DeviceArray)
+
+    def get(self, name: str, host: np.ndarray):
+        entry = self._entries.get(name)
+        if entry is not None:
+            shadow, dev = entry
+            if shadow.shape == host.shape and shadow.dtype == host.dtype and np.array_equal(shadow, host):
+                return dev
+        host = np.ascontiguousarray(host)
+        if entry is not None and entry[0].shape == host.shape and entry[0].dtype == host.dtype:
+            dev = entry[1]
+            dev.copy_from(host)
+            np.copyto(entry[0], host)
+        else:
+            dev = _core.DeviceArray.from_numpy(host)
+            self._entries[name] = (host.copy(), dev)
+        return dev
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    # A pickled layer carries its host parameters; the device copies are made again on use.
+    def __getstate__(self):
+        return {"_entries": {}}
