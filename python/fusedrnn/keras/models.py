@@ -34,13 +34,13 @@ import warnings
 
 import numpy as np
 
-from . import _npz
+from .. import _npz
 from . import callbacks as _callbacks
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
-from .layers import _RNNBase
-from .nn import LAYER_CLASSES, Dense, Embedding, Layer, Recurrent
+from ..layers import _RNNBase
+from .pieces import LAYER_CLASSES, Dense, Embedding, Layer, Recurrent
 
 __all__ = ["Sequential"]
 

@@ -23,8 +23,8 @@ import numbers
 
 import numpy as np
 
-from .layers import GRU, LSTM, RNN, _RNNBase
-from .ops import _native
+from ..layers import GRU, LSTM, RNN, _RNNBase
+from ..ops import _native
 
 __all__ = ["Dense", "Dropout", "Embedding", "Recurrent", "ACTIVATIONS"]
 

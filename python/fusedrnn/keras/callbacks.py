@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from ._files import write_atomic
+from .._files import write_atomic
 
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
            "HistoryPlot"]
