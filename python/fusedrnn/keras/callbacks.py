@@ -16,14 +16,19 @@ import numpy as np
 from .._files import write_atomic
 
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
-           "HistoryPlot"]
+           "HistoryPlot", "TerminateOnNaN"]
 
 
 class Callback:
     model = None
+    params: dict = {}
 
     def set_model(self, model) -> None:
         self.model = model
+
+    def set_params(self, params) -> None:
+        """fit's settings, as Keras gives them: {'verbose', 'epochs', 'steps'}."""
+        self.params = dict(params)
 
     def on_train_begin(self, logs=None): ...
     def on_train_end(self, logs=None): ...
@@ -44,6 +49,18 @@ class History(Callback):
         self.epoch.append(epoch)
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(v)
+
+
+class TerminateOnNaN(Callback):
+    """Stops training at the first batch whose loss is NaN or infinite (the batch's update is
+    already applied, as in Keras; the model then holds non-finite weights, so reload a
+    checkpoint rather than keep it)."""
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            print(f"Batch {batch}: invalid loss, terminating training", flush=True)
+            self.model.stop_training = True
 
 
 def _mode(monitor: str, mode: str) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "BinaryCrossentropy",
+__all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "Huber", "BinaryCrossentropy",
            "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "get", "EPSILON"]
 
 EPSILON = 1e-7
@@ -49,6 +49,14 @@ def mask_targets(y, w):
         return y
     valid = (w != 0).reshape(w.shape + (1,) * (y.ndim - w.ndim))
     return np.where(valid, y, np.zeros((), y.dtype))
+
+
+def single_unit_target(y, p):
+    """y with a trailing axis added when p has one output unit and y has none: Keras reads
+    labels of shape (N,) against a (N, 1) output as one label per sample."""
+    if p.shape[-1:] == (1,) and y.shape == p.shape[:-1]:
+        return y[..., None]
+    return y
 
 
 def _reduce(per_sample, w):
@@ -93,7 +101,7 @@ class Loss:
         return value, grad.astype(y_pred.dtype, copy=False)
 
     def _target(self, y_true, y_pred):
-        y = np.asarray(y_true)
+        y = single_unit_target(np.asarray(y_true), y_pred)
         if y.shape != y_pred.shape:
             raise ValueError(f"{self.name}: y_true must have the shape of the predictions "
                              f"{_fmt(y_pred.shape)}, got {_fmt(y.shape)}")
@@ -134,6 +142,30 @@ class MeanAbsoluteError(Loss):
         d = p - y
         F = p.shape[-1]
         return np.mean(np.abs(d), axis=-1), np.sign(d) / F
+
+
+class Huber(Loss):
+    """0.5 d^2 where |d| <= delta, delta (|d| - 0.5 delta) beyond (d = prediction - target),
+    averaged over the last axis as Keras' Huber."""
+
+    name = "huber"
+
+    def __init__(self, delta=1.0):
+        super().__init__(False)
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not delta > 0:
+            raise ValueError(f"delta must be a number > 0, got {delta!r}")
+        self.delta = float(delta)
+
+    def get_config(self) -> dict:
+        return {"delta": self.delta}
+
+    def _elementwise(self, y, p):
+        d = p - y
+        F = p.shape[-1]
+        small = np.abs(d) <= self.delta
+        per = np.where(small, 0.5 * d * d, self.delta * (np.abs(d) - 0.5 * self.delta))
+        # d/dp: d inside the quadratic zone, delta * sign(d) outside
+        return per.mean(axis=-1), np.where(small, d, self.delta * np.sign(d)) / F
 
 
 class BinaryCrossentropy(Loss):
@@ -210,6 +242,7 @@ def _one_hot(ids, C, dtype):
 _BY_NAME = {
     "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
     "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
+    "huber": Huber, "huber_loss": Huber,
     "binary_crossentropy": BinaryCrossentropy,
     "categorical_crossentropy": CategoricalCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
@@ -221,8 +254,10 @@ def get(loss) -> Loss:
     """A Loss from its Keras name ('mse', 'categorical_crossentropy', ...) or a Loss instance."""
     if isinstance(loss, Loss):
         return loss
-    if isinstance(loss, str) and loss in _BY_NAME:
-        return _BY_NAME[loss]()
+    if isinstance(loss, type) and issubclass(loss, Loss):
+        return loss()
+    if isinstance(loss, str) and loss.lower() in _BY_NAME:
+        return _BY_NAME[loss.lower()]()
     raise ValueError(f"unknown loss {loss!r}; choose from {sorted(_BY_NAME)} or pass a Loss instance")
 
 

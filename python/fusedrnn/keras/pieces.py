@@ -25,6 +25,7 @@ import numpy as np
 
 from ..layers import GRU, LSTM, RNN, _RNNBase
 from ..ops import _native
+from . import tape
 
 __all__ = ["Dense", "Dropout", "Embedding", "Recurrent", "ACTIVATIONS"]
 
@@ -35,12 +36,29 @@ def _fmt(shape) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def check_weight(w, shape, name):
+    """A weight array given to set_weights: floating point (a cast would drop an imaginary
+    part or read ids as weights without a word) and of the parameter's shape."""
+    w = np.asarray(w)
+    if w.dtype.kind != "f":
+        raise TypeError(f"weight {name} must be a float array, got dtype {w.dtype}")
+    if w.shape != tuple(shape):
+        raise ValueError(f"weight {name} must have shape {_fmt(shape)}, got {_fmt(w.shape)}")
+    return w
+
+
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return int(value)
+
+
+def _bool_arg(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
 
 
 def _float_dtype(value) -> np.dtype:
@@ -69,10 +87,50 @@ class Layer:
     """Base of the model pieces: no parameters, identity config."""
 
     dtype = None  # float pieces set it; Sequential checks they agree
+    built = True  # pieces sized at construction; the Keras layers build on first use
+    _name = None
 
     def __init__(self):
         self.params: dict = {}
         self.grads: dict = {}
+
+    @property
+    def name(self) -> str:
+        """Keras' naming: the class in snake case, numbered from the second one on."""
+        if self._name is None:
+            self._name = tape.unique_name(type(self).__name__)
+        return self._name
+
+    @name.setter
+    def name(self, value) -> None:
+        self._name = None if value is None else str(value)
+
+    def build(self, input_shape) -> None:
+        pass
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        return tuple(input_shape)
+
+    def count_params(self) -> int:
+        return sum(p.size for p in self.params.values())
+
+    def get_weights(self) -> list:
+        """Copies of the parameters, in the layout Keras' layer of the same kind uses (the
+        torch-named pieces: their ``params`` in order)."""
+        return [p.copy() for p in self.params.values()]
+
+    def weight_assignments(self, weights, prefix="") -> list:
+        """(parameter array, value) pairs that set_weights(weights) would copy, every value
+        checked first; ``weights`` is this layer's slice of a model's list."""
+        keys = list(self.params)
+        if len(weights) != len(keys):
+            raise ValueError(f"{self.name} takes {len(keys)} arrays, got {len(weights)}")
+        return [(self.params[k], check_weight(w, self.params[k].shape, prefix + k))
+                for k, w in zip(keys, weights)]
+
+    def set_weights(self, weights) -> None:
+        for target, value in self.weight_assignments(list(weights)):
+            np.copyto(target, value, casting="unsafe")
 
     def zero_grad(self) -> None:
         for g in self.grads.values():
@@ -93,8 +151,9 @@ class Layer:
         """(parameter name, shape) pairs of ``cls.from_config(config)``, without building it."""
         return iter(())
 
-    def __call__(self, x, training=False, lengths=None):
-        return self.forward(x, training=training, lengths=lengths)
+    def __call__(self, x, training=None, lengths=None, **kwargs):
+        # Inside Model.call the tape supplies training/lengths and records the call.
+        return tape.call(self, x, training, lengths, **kwargs)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -168,6 +227,9 @@ class Dense(Layer):
         self._z = z
         self._trace = (x, z, y) if training else None
         return y
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        return tuple(input_shape)[:-1] + (self.out_features,)
 
     def logits(self):
         """The pre-activation of the last forward, training or not (a loss fused with the
@@ -285,6 +347,9 @@ class Embedding(Layer):
         self._ids = ids if training else None
         return self.params["weight"][ids]
 
+    def compute_output_shape(self, input_shape) -> tuple:
+        return tuple(input_shape) + (self.embedding_dim,)
+
     def backward(self, dy):
         ids = self._need_trace(self._ids)
         self._ids = None
@@ -343,6 +408,10 @@ class Recurrent(Layer):
     def reset_states(self) -> None:
         self._state = None
 
+    def compute_output_shape(self, input_shape) -> tuple:
+        shape = tuple(input_shape)
+        return shape[:2] + (self.output_size,) if self.return_sequences else (shape[0], self.output_size)
+
     def get_config(self) -> dict:
         return {"layer": {"class": type(self.layer).__name__, "config": self.layer.get_config()},
                 "return_sequences": self.return_sequences, "stateful": self.stateful}
@@ -379,29 +448,43 @@ class Recurrent(Layer):
         else:
             out, h_n = layer(x, None if state is None else state[0], lengths)
             c_n = None
-        if self.stateful:
-            self._state = (h_n, c_n) if c_n is not None else (h_n,)
+        self._carry(h_n, c_n)
         self._trace = (h_n.shape,) if training else None
         if self.return_sequences:
             return out if layer.batch_first else np.ascontiguousarray(out.transpose(1, 0, 2))
         D = layer.num_directions
         return np.ascontiguousarray(h_n[-D:].transpose(1, 0, 2)).reshape(B, -1)
 
+    def _carry(self, h_n, c_n) -> None:
+        """Keep the final state for the next batch (stateful layers)."""
+        if self.stateful:
+            self._state = (h_n, c_n) if c_n is not None else (h_n,)
+
     def backward(self, dy):
+        return self._backward(dy)
+
+    def _backward(self, dy, dh_top=None, dc_top=None, n_dirs=None):
+        """dy: gradient of the output; dh_top, dc_top: (D, B, P) gradients of the top layer's
+        final states (a Keras layer's return_state outputs), or None."""
         (hshape,) = self._need_trace(self._trace)
         self._trace = None
         layer = self.layer
-        if self.return_sequences:
-            dout = dy if layer.batch_first else dy.transpose(1, 0, 2)
-            dh_n = None
-        else:
-            D = layer.num_directions
-            LD, B, P = hshape
+        D = layer.num_directions
+        LD, B, P = hshape
+        dh_n = dc_n = dout = None
+        if dh_top is not None or (dy is not None and not self.return_sequences):
             dh_n = np.zeros(hshape, layer.dtype)
+        if dy is not None and self.return_sequences:
+            dout = dy if layer.batch_first else dy.transpose(1, 0, 2)
+        elif dy is not None:
             dh_n[LD - D:] = np.asarray(dy, layer.dtype).reshape(B, D, P).transpose(1, 0, 2)
-            dout = None
+        if dh_top is not None:
+            dh_n[LD - D:] += dh_top
+        if dc_top is not None:
+            dc_n = np.zeros((LD, B, layer.hidden_size), layer.dtype)
+            dc_n[LD - D:] = dc_top
         if isinstance(layer, LSTM):
-            dx, _ = layer.backward(dout, (dh_n, None))
+            dx, _ = layer.backward(dout, (dh_n, dc_n))
         else:
             dx, _ = layer.backward(dout, dh_n)
         return dx if layer.batch_first else dx.transpose(1, 0, 2)
