@@ -398,7 +398,7 @@ class _KerasRNN(_Lazy, pieces.Recurrent):
             part = [check_weight(w, s, f"{prefix}{d * n + j}") for j, (w, s) in
                     enumerate(zip(weights[d * n:(d + 1) * n], shapes))]
             torch = from_keras_weights(self._cell, *part)
-            pairs += [(self.layer.params[k], torch[k[:9]]) for k in keys]
+            pairs += [(self.layer.params[k], torch[k.split("_l0")[0]]) for k in keys]
         return pairs
 
     def count_params(self) -> int:

@@ -34,7 +34,7 @@ import inspect
 import numpy as np
 
 from ..layers import _RNNBase
-from . import saving, tape
+from . import saving, tape, utils
 from .data import shape_str
 from .pieces import Dense, Embedding, Layer, Recurrent
 from .training import Trainer
@@ -52,6 +52,7 @@ class Model(Trainer):
                             "Model, or use Sequential")
         object.__setattr__(self, "_tracked", [])
         self.name = tape.unique_name(type(self).__name__) if name is None else str(name)
+        seed = utils.next_model_seed() if seed is None else seed
         self.seed = None if seed is None else int(seed)
         self._seeds = np.random.SeedSequence(seed)
         self.rng = np.random.default_rng(self._seeds.spawn(1)[0])
@@ -283,9 +284,9 @@ class Sequential(Model):
 
     def forward(self, x, training=False, lengths=None):
         self._check_has_layers()
+        if not all(layer.built for layer in self.layers):
+            self.build((None,) + tuple(np.shape(x)[1:]))
         for layer in self.layers:
-            if not layer.built:
-                self.build((None,) + tuple(np.shape(x)[1:]))
             x = layer.forward(x, training=training, lengths=lengths)
             self._shapes[id(layer)] = (None,) + tuple(x.shape[1:])
         return x

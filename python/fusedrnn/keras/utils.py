@@ -6,7 +6,26 @@ import numbers
 
 import numpy as np
 
-__all__ = ["to_categorical", "pad_sequences"]
+__all__ = ["to_categorical", "pad_sequences", "set_random_seed"]
+
+_global_seeds = None  # set by set_random_seed: where models built without a seed draw theirs
+
+
+def set_random_seed(seed) -> None:
+    """As Keras': every model made afterwards without its own seed draws one from this
+    sequence (weight init, shuffling, dropout), and NumPy's global generator is seeded."""
+    global _global_seeds
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    _global_seeds = np.random.SeedSequence(int(seed))
+    np.random.seed(int(seed) % 2**32)
+
+
+def next_model_seed():
+    """A seed for a model made with seed=None: drawn after set_random_seed, else None."""
+    if _global_seeds is None:
+        return None
+    return int(_global_seeds.spawn(1)[0].generate_state(1)[0])
 
 
 def to_categorical(y, num_classes=None, dtype="float32"):
