@@ -34,6 +34,7 @@ from ..keras_import import from_keras_weights, to_keras_weights
 from ..layers import GRU as _TorchGRU
 from ..layers import LSTM as _TorchLSTM
 from ..layers import RNN as _TorchRNN
+from ..layers import _shapes as _torch_shapes
 from . import pieces
 from .pieces import Layer, check_weight
 
@@ -305,6 +306,8 @@ class _KerasRNN(_Lazy, pieces.Recurrent):
         self._state = None
         self._trace = None
         self._drop_mask = None
+        if input_dim is not None:  # a recurrent layer's input_dim is its feature count
+            input_shape, input_dim = (None, pieces._positive_int(input_dim, "input_dim")), None
         self._build_from_arg(input_shape, input_dim)
 
     def _cell_options(self, kwargs) -> dict:
@@ -421,9 +424,17 @@ class _KerasRNN(_Lazy, pieces.Recurrent):
     @classmethod
     def param_shapes(cls, config):
         cfg = dict(config)
-        probe = cls(**{k: v for k, v in cfg.items() if k != "input_dim"})
-        probe.build((None, None, pieces._positive_int(cfg["input_dim"], "input_dim")))
-        return iter([(k, v.shape) for k, v in probe.params.items()])
+        return cls._shapes(cfg, 2 if cls._bidirectional else 1)
+
+    @classmethod
+    def _shapes(cls, config, directions):
+        """(name, shape) of the parameters, computed without building anything."""
+        I = pieces._positive_int(config["input_dim"], "input_dim")
+        H = pieces._positive_int(config["units"], "units")
+        frozen = "bias_hh" if cls._cell != "gru" else None
+        return ((k, s) for k, s in _torch_shapes(cls._cell, I, H, 1, config.get("use_bias", True),
+                                                 directions, 0)
+                if frozen is None or not k.startswith(frozen))
 
     def __repr__(self) -> str:
         return Layer.__repr__(self)
@@ -643,7 +654,8 @@ class Bidirectional(_Wrapper):
 
     @classmethod
     def param_shapes(cls, config):
-        return iter([(k, v.shape) for k, v in cls.from_config(config).params.items()])
+        inner = config["layer"]
+        return pieces.LAYER_CLASSES[inner["class"]]._shapes(inner["config"], 2)
 
 
 class TimeDistributed(_Wrapper):
