@@ -17,7 +17,6 @@ import pytest
 import fusedrnn
 from conftest import assert_close
 from fusedrnn.keras import layers, models
-from fusedrnn.keras_import import from_keras_weights
 from keras_reference import GATES, constant_weights, keras_forward, random_keras
 
 KERAS = {"lstm": layers.LSTM, "gru": layers.GRU, "rnn": layers.SimpleRNN}

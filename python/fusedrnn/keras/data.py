@@ -15,13 +15,9 @@ import numbers
 
 import numpy as np
 
-__all__ = ["Data", "prepare", "batches", "shape_str"]
+from .._checks import shape_str
 
-
-def shape_str(shape) -> str:
-    """(2, None, 3) -> '(2, None, 3)'; (4,) -> '(4,)'."""
-    return "(" + ", ".join("None" if s is None else str(int(s)) for s in shape) \
-        + ("," if len(shape) == 1 else "") + ")"
+__all__ = ["Data", "prepare", "batches"]
 
 
 class Data:

@@ -30,6 +30,7 @@ import numbers
 
 import numpy as np
 
+from .._checks import GATES, check_bool, check_int, float_dtype
 from ..keras_import import from_keras_weights, to_keras_weights
 from ..layers import GRU as _TorchGRU
 from ..layers import LSTM as _TorchLSTM
@@ -64,12 +65,12 @@ def _keras_defaults_only(layer: str, kwargs: dict) -> None:
 def _input_shape(input_shape, input_dim):
     """Keras' input_shape (without the batch axis) as a tuple, or None."""
     if input_dim is not None:
-        input_shape = (pieces._positive_int(input_dim, "input_dim"),)
+        input_shape = (check_int(input_dim, "input_dim"),)
     if input_shape is None:
         return None
     if isinstance(input_shape, numbers.Integral):
         input_shape = (input_shape,)
-    shape = tuple(None if s is None else pieces._positive_int(s, "input_shape") for s in input_shape)
+    shape = tuple(None if s is None else check_int(s, "input_shape") for s in input_shape)
     if not shape or shape[-1] is None:
         raise ValueError(f"input_shape needs a known last (feature) axis, got {input_shape!r}")
     return shape
@@ -109,7 +110,7 @@ class InputLayer(Layer):
         shape = input_shape if shape is None else shape
         if shape is None:
             raise ValueError("Input needs shape=, the shape of one sample, e.g. shape=(T, F)")
-        self.input_shape = tuple(None if s is None else pieces._positive_int(s, "shape") for s in shape)
+        self.input_shape = tuple(None if s is None else check_int(s, "shape") for s in shape)
         self.name = name
 
     def get_config(self) -> dict:
@@ -138,10 +139,10 @@ class Dense(_Lazy, pieces.Dense):
                  name=None, dtype="float32", **keras_args):
         Layer.__init__(self)
         _keras_defaults_only("Dense", keras_args)
-        self.units = pieces._positive_int(units, "units")
+        self.units = check_int(units, "units")
         self.activation = _activation(activation, pieces.ACTIVATIONS, "Dense")
-        self.use_bias = pieces._bool_arg(use_bias, "use_bias")
-        self.dtype = pieces._float_dtype(dtype)
+        self.use_bias = check_bool(use_bias, "use_bias")
+        self.dtype = float_dtype(dtype)
         self.name = name
         self.rng = np.random.default_rng()
         self.built = False
@@ -178,8 +179,8 @@ class Dense(_Lazy, pieces.Dense):
 
     @classmethod
     def param_shapes(cls, config):
-        n_in = pieces._positive_int(config["input_dim"], "input_dim")
-        n_out = pieces._positive_int(config["units"], "units")
+        n_in = check_int(config["input_dim"], "input_dim")
+        n_out = check_int(config["units"], "units")
         yield "weight", (n_out, n_in)
         if config.get("use_bias", True):
             yield "bias", (n_out,)
@@ -211,7 +212,7 @@ class Embedding(_Lazy, pieces.Embedding):
                  input_shape=None, name=None, dtype="float32", **keras_args):
         _keras_defaults_only("Embedding", keras_args)
         super().__init__(input_dim, output_dim, dtype=dtype)
-        self.mask_zero = pieces._bool_arg(mask_zero, "mask_zero")
+        self.mask_zero = check_bool(mask_zero, "mask_zero")
         self.input_shape = (input_length,) if input_length is not None else \
             (None if input_shape is None else tuple(input_shape))
         self.name = name
@@ -226,8 +227,8 @@ class Embedding(_Lazy, pieces.Embedding):
 
     @classmethod
     def param_shapes(cls, config):
-        yield "weight", (pieces._positive_int(config["input_dim"], "input_dim"),
-                         pieces._positive_int(config["output_dim"], "output_dim"))
+        yield "weight", (check_int(config["input_dim"], "input_dim"),
+                         check_int(config["output_dim"], "output_dim"))
 
 
 class Masking(Layer):
@@ -287,19 +288,19 @@ class _KerasRNN(_Lazy, pieces.Recurrent):
         kind = type(self).__name__
         self._options = self._cell_options(keras_args)
         _keras_defaults_only(kind, keras_args)
-        self.units = pieces._positive_int(units, "units")
+        self.units = check_int(units, "units")
         self.activation = _activation(activation, self._activations, kind)
-        self.use_bias = pieces._bool_arg(use_bias, "use_bias")
-        self.return_sequences = pieces._bool_arg(return_sequences, "return_sequences")
-        self.return_state = pieces._bool_arg(return_state, "return_state")
-        self.go_backwards = pieces._bool_arg(go_backwards, "go_backwards")
-        self.stateful = pieces._bool_arg(stateful, "stateful")
+        self.use_bias = check_bool(use_bias, "use_bias")
+        self.return_sequences = check_bool(return_sequences, "return_sequences")
+        self.return_state = check_bool(return_state, "return_state")
+        self.go_backwards = check_bool(go_backwards, "go_backwards")
+        self.stateful = check_bool(stateful, "stateful")
         self.input_dropout = _rate(dropout, "dropout")
         if _rate(recurrent_dropout, "recurrent_dropout"):
             raise ValueError(f"{kind}: recurrent_dropout is not supported (the fused kernels apply "
                              "no mask inside the time loop); use dropout= on the inputs, or "
                              "Dropout layers")
-        self.dtype = pieces._float_dtype(dtype)
+        self.dtype = float_dtype(dtype)
         self.name = name
         self._pending_rng = np.random.default_rng()
         self.built = False
@@ -307,7 +308,7 @@ class _KerasRNN(_Lazy, pieces.Recurrent):
         self._trace = None
         self._drop_mask = None
         if input_dim is not None:  # a recurrent layer's input_dim is its feature count
-            input_shape, input_dim = (None, pieces._positive_int(input_dim, "input_dim")), None
+            input_shape, input_dim = (None, check_int(input_dim, "input_dim")), None
         self._build_from_arg(input_shape, input_dim)
 
     def _cell_options(self, kwargs) -> dict:
@@ -353,7 +354,7 @@ class _KerasRNN(_Lazy, pieces.Recurrent):
         if not self.built:
             return
         rng = self.rng
-        G, H, inner = self.layer.params["weight_ih_l0"].shape[0] // self.units, self.units, self.layer
+        G, H, inner = GATES[self._cell], self.units, self.layer
         weights = []
         for _ in range(inner.num_directions):
             I = inner.input_size
@@ -378,7 +379,7 @@ class _KerasRNN(_Lazy, pieces.Recurrent):
             yield keys
 
     def _keras_shapes(self):
-        H, G, I = self.units, self.layer.params["weight_ih_l0"].shape[0] // self.units, self.layer.input_size
+        H, G, I = self.units, GATES[self._cell], self.layer.input_size
         shapes = [(I, G * H), (H, G * H)]
         if self.use_bias:
             shapes.append((2, G * H) if self._cell == "gru" else (G * H,))
@@ -429,8 +430,8 @@ class _KerasRNN(_Lazy, pieces.Recurrent):
     @classmethod
     def _shapes(cls, config, directions):
         """(name, shape) of the parameters, computed without building anything."""
-        I = pieces._positive_int(config["input_dim"], "input_dim")
-        H = pieces._positive_int(config["units"], "units")
+        I = check_int(config["input_dim"], "input_dim")
+        H = check_int(config["units"], "units")
         frozen = "bias_hh" if cls._cell != "gru" else None
         return ((k, s) for k, s in _torch_shapes(cls._cell, I, H, 1, config.get("use_bias", True),
                                                  directions, 0)
@@ -511,7 +512,7 @@ class LSTM(_KerasRNN):
     def _cell_options(self, kwargs):
         if kwargs.pop("recurrent_activation", "sigmoid") != "sigmoid":
             raise ValueError("LSTM: only recurrent_activation='sigmoid' is supported")
-        return {"unit_forget_bias": pieces._bool_arg(kwargs.pop("unit_forget_bias", True),
+        return {"unit_forget_bias": check_bool(kwargs.pop("unit_forget_bias", True),
                                                      "unit_forget_bias")}
 
     def _initial_bias(self, H):

@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import shape_str
+
 __all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "Huber", "BinaryCrossentropy",
            "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "get", "EPSILON"]
 
 EPSILON = 1e-7
 
 
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
 def check_weights(weights, shape):
     """weights as a float64 array of the per-sample shape: finite, >= 0, not all zero."""
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != tuple(shape):
-        raise ValueError(f"weights must have shape {_fmt(shape)} (one per sample), got {_fmt(w.shape)}")
+        raise ValueError(f"weights must have shape {shape_str(shape)} (one per sample), got {shape_str(w.shape)}")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("weights must be finite and >= 0")
     if w.sum() <= 0:
@@ -104,7 +102,7 @@ class Loss:
         y = single_unit_target(np.asarray(y_true), y_pred)
         if y.shape != y_pred.shape:
             raise ValueError(f"{self.name}: y_true must have the shape of the predictions "
-                             f"{_fmt(y_pred.shape)}, got {_fmt(y.shape)}")
+                             f"{shape_str(y_pred.shape)}, got {shape_str(y.shape)}")
         if y.dtype.kind not in "fiub":
             raise TypeError(f"{self.name}: y_true must be numeric, got dtype {y.dtype}")
         return y.astype(y_pred.dtype, copy=False)
@@ -219,7 +217,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
             y = y[..., 0]
         if y.shape != y_pred.shape[:-1]:
             raise ValueError(f"{self.name}: y_true must hold one class id per prediction, shape "
-                             f"{_fmt(y_pred.shape[:-1])}, got {_fmt(y.shape)}")
+                             f"{shape_str(y_pred.shape[:-1])}, got {shape_str(y.shape)}")
         if y.dtype.kind == "f":
             if not np.all(y == np.round(y)):
                 raise TypeError(f"{self.name}: y_true must be integer class ids, got fractional values")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import losses as _losses
-from .losses import _fmt
+from .._checks import shape_str
 
 __all__ = ["Metric", "Accuracy", "MeanAbsoluteError", "MeanSquaredError", "AUC", "get"]
 
@@ -53,7 +53,7 @@ class Metric:
     def _evaluate(self, y_true, y_pred, weights):
         y, p = np.asarray(y_true), np.asarray(y_pred)
         if p.ndim < 1:
-            raise ValueError(f"{self.name}: predictions need at least one axis, got shape {_fmt(p.shape)}")
+            raise ValueError(f"{self.name}: predictions need at least one axis, got shape {shape_str(p.shape)}")
         w = None if weights is None else _losses.check_weights(weights, p.shape[:-1])
         with np.errstate(invalid="ignore"):
             per = self._per_sample(_losses.mask_targets(y, w), p)
@@ -69,8 +69,8 @@ class Metric:
         y = _losses.single_unit_target(y, p)
         if y.shape == p.shape:
             return y
-        raise ValueError(f"{self.name}: y_true must have the shape of the predictions {_fmt(p.shape)} "
-                         f"({what}), got {_fmt(y.shape)}")
+        raise ValueError(f"{self.name}: y_true must have the shape of the predictions {shape_str(p.shape)} "
+                         f"({what}), got {shape_str(y.shape)}")
 
 
 class Accuracy(Metric):
@@ -98,7 +98,7 @@ class Accuracy(Metric):
             y = y[..., 0]
         if y.shape != p.shape[:-1]:
             raise ValueError(f"{self.name}: y_true must hold one class id per prediction, shape "
-                             f"{_fmt(p.shape[:-1])} (sparse categorical accuracy), got {_fmt(y.shape)}")
+                             f"{shape_str(p.shape[:-1])} (sparse categorical accuracy), got {shape_str(y.shape)}")
         return (pred == y).astype(np.float64)
 
 

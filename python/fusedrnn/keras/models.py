@@ -35,8 +35,8 @@ import numpy as np
 
 from ..layers import _RNNBase
 from . import saving, tape, utils
-from .data import shape_str
-from .pieces import Dense, Embedding, Layer, Recurrent
+from .._checks import shape_str
+from .pieces import Embedding, Layer, Recurrent
 from .training import Trainer
 
 __all__ = ["Model", "Sequential", "load_model"]

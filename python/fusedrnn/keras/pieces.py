@@ -24,16 +24,13 @@ import numbers
 import numpy as np
 
 from ..layers import GRU, LSTM, RNN, _RNNBase
+from .._checks import check_int, float_dtype, shape_str
 from ..ops import _native
 from . import tape
 
 __all__ = ["Dense", "Dropout", "Embedding", "Recurrent", "ACTIVATIONS"]
 
 ACTIVATIONS = (None, "linear", "relu", "tanh", "sigmoid", "softmax")
-
-
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def check_weight(w, shape, name):
@@ -43,29 +40,8 @@ def check_weight(w, shape, name):
     if w.dtype.kind != "f":
         raise TypeError(f"weight {name} must be a float array, got dtype {w.dtype}")
     if w.shape != tuple(shape):
-        raise ValueError(f"weight {name} must have shape {_fmt(shape)}, got {_fmt(w.shape)}")
+        raise ValueError(f"weight {name} must have shape {shape_str(shape)}, got {shape_str(w.shape)}")
     return w
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _bool_arg(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
-def _float_dtype(value) -> np.dtype:
-    dt = np.dtype(value)
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dt}")
-    return dt
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -175,13 +151,13 @@ class Dense(Layer):
     def __init__(self, in_features, out_features, activation=None, bias=True, *,
                  dtype="float32", seed=None):
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
+        self.in_features = check_int(in_features, "in_features")
+        self.out_features = check_int(out_features, "out_features")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.activation = None if activation == "linear" else activation
         self.bias = bool(bias)
-        self.dtype = _float_dtype(dtype)
+        self.dtype = float_dtype(dtype)
         self.rng = np.random.default_rng(seed)
         self.params = {"weight": np.empty((self.out_features, self.in_features), self.dtype)}
         if self.bias:
@@ -200,8 +176,8 @@ class Dense(Layer):
 
     @classmethod
     def param_shapes(cls, config):
-        n_in = _positive_int(config["in_features"], "in_features")
-        n_out = _positive_int(config["out_features"], "out_features")
+        n_in = check_int(config["in_features"], "in_features")
+        n_out = check_int(config["out_features"], "out_features")
         shapes = {"weight": (n_out, n_in)}
         if config.get("bias", True):
             shapes["bias"] = (n_out,)
@@ -219,7 +195,7 @@ class Dense(Layer):
             raise TypeError(f"Dense input must have dtype {self.dtype} (the layer's), got {x.dtype}")
         if x.ndim < 2 or x.shape[-1] != self.in_features:
             raise ValueError(f"Dense({self.in_features}, {self.out_features}) needs input of shape "
-                             f"(..., {self.in_features}), got {_fmt(x.shape)}")
+                             f"(..., {self.in_features}), got {shape_str(x.shape)}")
         z = x @ self.params["weight"].T
         if self.bias:
             z += self.params["bias"]
@@ -315,9 +291,9 @@ class Embedding(Layer):
 
     def __init__(self, num_embeddings, embedding_dim, *, dtype="float32", seed=None):
         super().__init__()
-        self.num_embeddings = _positive_int(num_embeddings, "num_embeddings")
-        self.embedding_dim = _positive_int(embedding_dim, "embedding_dim")
-        self.dtype = _float_dtype(dtype)
+        self.num_embeddings = check_int(num_embeddings, "num_embeddings")
+        self.embedding_dim = check_int(embedding_dim, "embedding_dim")
+        self.dtype = float_dtype(dtype)
         self.rng = np.random.default_rng(seed)
         self.params = {"weight": np.empty((self.num_embeddings, self.embedding_dim), self.dtype)}
         self.grads = {"weight": np.zeros_like(self.params["weight"])}
@@ -330,8 +306,8 @@ class Embedding(Layer):
 
     @classmethod
     def param_shapes(cls, config) -> dict:
-        return iter([("weight", (_positive_int(config["num_embeddings"], "num_embeddings"),
-                                 _positive_int(config["embedding_dim"], "embedding_dim")))])
+        return iter([("weight", (check_int(config["num_embeddings"], "num_embeddings"),
+                                 check_int(config["embedding_dim"], "embedding_dim")))])
 
     def get_config(self) -> dict:
         return dict(num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim,
@@ -436,7 +412,7 @@ class Recurrent(Layer):
         x = np.asarray(x)
         if x.ndim != 3:
             raise ValueError(f"Recurrent input must be batch-first (B, T, features), "
-                             f"got shape {_fmt(x.shape)}")
+                             f"got shape {shape_str(x.shape)}")
         B = x.shape[0]
         if not layer.batch_first:
             x = x.transpose(1, 0, 2)

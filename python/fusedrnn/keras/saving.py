@@ -15,7 +15,7 @@ import numpy as np
 from .. import _npz
 from . import losses as _losses
 from . import optimizers as _optimizers
-from .data import shape_str
+from .._checks import shape_str
 from .pieces import LAYER_CLASSES
 
 __all__ = ["save_model", "load_model", "save_weights", "load_weights", "file_class", "layer_class"]

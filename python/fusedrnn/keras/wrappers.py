@@ -65,7 +65,8 @@ class SKLearnClassifier(ClassifierMixin, _Wrapper):
         return self.model_.predict(X)
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=-1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=-1)]
 
 
 class SKLearnRegressor(RegressorMixin, _Wrapper):
