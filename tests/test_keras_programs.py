@@ -194,4 +194,7 @@ def test_hand_written_numpy_loop_over_the_torch_shaped_layer(rng):
             m += g * g
             p -= 0.1 * g / np.sqrt(m + 1e-8)
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+    for cls in (fusedrnn.LSTM, fusedrnn.GRU, fusedrnn.RNN):  # what this loop needed to know
+        assert "INPUT IS TIME-MAJOR" in cls.__doc__ and "batch_first=True" in cls.__doc__
+        assert "params" in cls.__doc__ and "grads" in cls.__doc__ and "zero_grad()" in cls.__doc__
     assert np.mean(losses[:5]) > 0.8 * np.log(V)  # it started at chance

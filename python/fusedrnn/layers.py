@@ -695,3 +695,33 @@ class RNN(_SingleState, _RNNBase):
 
 
 _CLASSES = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}
+
+
+# Said once, shown by help() on each of the three layers.
+_USAGE = """
+
+    INPUT IS TIME-MAJOR: x is (T, B, features) unless the layer is built with
+    batch_first=True, as in torch.nn.  Batch-first data (B, T, F), Keras' layout, given to a
+    layer built without batch_first=True is read as B steps of T sequences: wrong answers,
+    and no error whenever the sizes fit.  Build it with batch_first=True for (B, T, F) data,
+    or use fusedrnn.keras.layers.LSTM / GRU / SimpleRNN (batch-first, Keras' arguments).
+
+    Hand-written training loops use ``params`` and ``grads``:
+        params   dict of the weights under torch's names (weight_ih_l0, weight_hh_l0,
+                 bias_ih_l0, bias_hh_l0, '..._reverse' for the backward direction,
+                 weight_hr_l0 with proj_size); an optimiser updates these arrays in place
+        grads    the same keys; backward() adds (+=) into them, so zero_grad() every step
+
+        out, state = layer(x)                       # a training forward (train() mode)
+        layer.zero_grad()
+        dx, dstate0 = layer.backward(dout)          # dout shaped like out (None: zeros);
+                                                    # or backward(dout, d_final_state)
+        for k, p in layer.params.items():
+            p -= lr * layer.grads[k]
+
+    eval() switches to inference (no dropout between layers, no trace kept for backward).
+    """
+
+for _cls in (LSTM, GRU, RNN):
+    _cls.__doc__ += _USAGE
+del _cls
