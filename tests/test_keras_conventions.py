@@ -12,8 +12,6 @@ Keras' behaviour assumed here (Keras 2.x / 3.x public API):
 * History.params == {'verbose', 'epochs', 'steps'}.
 """
 
-import builtins
-
 import numpy as np
 import pytest
 
@@ -215,15 +213,7 @@ def test_terminate_on_nan_stops_at_the_first_bad_batch(rng, capsys):
     assert "invalid loss, terminating training" in capsys.readouterr().out
 
 
-def test_progress_line_without_tqdm(rng, capsys, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_tqdm(name, *a, **k):
-        if name.startswith("tqdm"):
-            raise ImportError(name)
-        return real_import(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_tqdm)
+def test_progress_line_without_tqdm(rng, capsys, monkeypatch, no_tqdm):
     monkeypatch.setattr("fusedrnn.keras.progress._MIN_INTERVAL", 0.0)
     x, y = data(rng, 24)
     regression_model().fit(x, y, epochs=1, batch_size=8, verbose=1)

@@ -112,14 +112,18 @@ class Loss:
         raise NotImplementedError
 
 
-class MeanSquaredError(Loss):
-    name = "mse"
+class _Regression(Loss):
+    """A loss on values, not on probabilities: no from_logits."""
 
     def __init__(self):
         super().__init__(False)
 
     def get_config(self) -> dict:
         return {}
+
+
+class MeanSquaredError(_Regression):
+    name = "mse"
 
     def _elementwise(self, y, p):
         d = p - y
@@ -127,14 +131,8 @@ class MeanSquaredError(Loss):
         return np.mean(d * d, axis=-1), d * (2.0 / F)
 
 
-class MeanAbsoluteError(Loss):
+class MeanAbsoluteError(_Regression):
     name = "mae"
-
-    def __init__(self):
-        super().__init__(False)
-
-    def get_config(self) -> dict:
-        return {}
 
     def _elementwise(self, y, p):
         d = p - y
@@ -142,14 +140,14 @@ class MeanAbsoluteError(Loss):
         return np.mean(np.abs(d), axis=-1), np.sign(d) / F
 
 
-class Huber(Loss):
+class Huber(_Regression):
     """0.5 d^2 where |d| <= delta, delta (|d| - 0.5 delta) beyond (d = prediction - target),
     averaged over the last axis as Keras' Huber."""
 
     name = "huber"
 
     def __init__(self, delta=1.0):
-        super().__init__(False)
+        super().__init__()
         if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not delta > 0:
             raise ValueError(f"delta must be a number > 0, got {delta!r}")
         self.delta = float(delta)
