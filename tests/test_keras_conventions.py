@@ -150,6 +150,21 @@ def test_every_layer_kind_survives_save_and_load(tmp_path, rng):
     np.testing.assert_array_equal(models.load_model(tmp_path / "mask.npz").predict(x), mask.predict(x))
 
 
+def test_checkpoint_and_early_stopping_keras_arguments(tmp_path, rng):
+    x, y = data(rng)
+    with pytest.raises(ValueError, match="HDF5 files are not supported"):
+        callbacks.ModelCheckpoint(str(tmp_path / "best.h5"), save_best_only=True)
+    m = regression_model()
+    ckpt = callbacks.ModelCheckpoint(str(tmp_path / "w-{epoch}.npz"), monitor="loss",
+                                     save_weights_only=True, verbose=0)
+    stop = callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=1e9, verbose=1)
+    m.fit(x, y, epochs=5, verbose=0, callbacks=[ckpt, stop])
+    assert ckpt.saved == [str(tmp_path / "w-1.npz"), str(tmp_path / "w-2.npz")]  # stopped after 2
+    other = regression_model(seed=9)
+    other.load_weights(tmp_path / "w-2.npz")
+    np.testing.assert_array_equal(other.predict(x), m.predict(x))
+
+
 def test_subclassed_model_saves_weights_only(tmp_path, rng):
     class Net(models.Model):
         def __init__(self):

@@ -35,7 +35,7 @@ def layer_class(name):
     return LAYER_CLASSES[name]
 
 
-def _check_path(filepath, overwrite):
+def check_path(filepath, overwrite):
     path = os.fspath(filepath)
     if path.lower().endswith((".h5", ".hdf5")):
         raise ValueError(f"{path}: HDF5 files are not supported; save to a name ending in '.keras' "
@@ -46,7 +46,7 @@ def _check_path(filepath, overwrite):
 
 
 def save_model(model, filepath, overwrite=True) -> None:
-    path = _check_path(filepath, overwrite)
+    path = check_path(filepath, overwrite)
     if not hasattr(model, "get_config"):
         raise ValueError(f"a subclassed Model ({type(model).__name__}) cannot be saved whole (its "
                          "call() is Python code); use save_weights, then rebuild it and load_weights")
@@ -78,7 +78,7 @@ def load_model(filepath):
     A file that is not one is a ValueError naming it; nothing is allocated before the header
     and the stored arrays are found to agree."""
     path = os.fspath(filepath)
-    _check_path(path, True)
+    check_path(path, True)
     with _npz.reading(path):
         header, arrays = _npz.load(path, lambda h, specs: _check_file(path, h, specs))
         return _from_file(path, header, arrays)
@@ -162,7 +162,7 @@ def _optimizer_state(path, model, comp, arrays):
 
 def save_weights(model, filepath, overwrite=True) -> None:
     """get_weights() in one .npz file ('w0', 'w1', ...), written atomically."""
-    path = _check_path(filepath, overwrite)
+    path = check_path(filepath, overwrite)
     weights = model.get_weights()
     _npz.save(path, {"format": _FILE_FORMAT, "class": "weights", "count": len(weights)},
               {f"w{i}": w for i, w in enumerate(weights)})
@@ -170,7 +170,7 @@ def save_weights(model, filepath, overwrite=True) -> None:
 
 def load_weights(model, filepath) -> None:
     """set_weights from a save_weights file; the model must be built (run it on data first)."""
-    path = _check_path(filepath, True)
+    path = check_path(filepath, True)
     expected = [w.shape for w in model.get_weights()]
 
     def check(header, specs):
