@@ -166,9 +166,10 @@ class Dense(_Lazy, pieces.Dense):
         return [p.T.copy() if k == "weight" else p.copy() for k, p in self.params.items()]
 
     def weight_assignments(self, weights, prefix="") -> list:
-        pairs = pieces.Layer.weight_assignments(self, [np.swapaxes(w, 0, -1) if i == 0 else w
-                                                       for i, w in enumerate(weights)], prefix)
-        return pairs
+        if len(weights) != len(self.params):
+            raise ValueError(f"{self.name} takes {len(self.params)} arrays, got {len(weights)}")
+        kernel = check_weight(weights[0], (self.in_features, self.units), prefix + "kernel")
+        return pieces.Layer.weight_assignments(self, [kernel.T] + list(weights[1:]), prefix)
 
     def get_config(self) -> dict:
         cfg = {"units": self.units, "activation": self.activation, "use_bias": self.use_bias,
@@ -340,8 +341,7 @@ class _KerasRNN(_Lazy, pieces.Recurrent):
         inner.rng = rng
         pieces.Recurrent.__init__(self, inner, self.return_sequences, self.stateful)
         # One bias per layer, as Keras: the kernels' recurrent bias stays zero, untrained.
-        frozen = () if self._cell == "gru" else ("bias_hh",)
-        self.params = {k: v for k, v in inner.params.items() if not k.startswith(frozen or "\0")}
+        self.params = {k: v for k, v in inner.params.items() if self._trained(k)}
         self.grads = {k: inner.grads[k] for k in self.params}
         self.built = True
         self.reset_parameters()
@@ -432,10 +432,14 @@ class _KerasRNN(_Lazy, pieces.Recurrent):
         """(name, shape) of the parameters, computed without building anything."""
         I = check_int(config["input_dim"], "input_dim")
         H = check_int(config["units"], "units")
-        frozen = "bias_hh" if cls._cell != "gru" else None
         return ((k, s) for k, s in _torch_shapes(cls._cell, I, H, 1, config.get("use_bias", True),
-                                                 directions, 0)
-                if frozen is None or not k.startswith(frozen))
+                                                 directions, 0) if cls._trained(k))
+
+    @classmethod
+    def _trained(cls, name) -> bool:
+        """Whether a parameter of the torch-shaped layer is one of Keras' weights: all but the
+        recurrent bias of an LSTM or SimpleRNN, which Keras does not have (it stays zero)."""
+        return cls._cell == "gru" or not name.startswith("bias_hh")
 
     def __repr__(self) -> str:
         return Layer.__repr__(self)

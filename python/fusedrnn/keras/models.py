@@ -189,21 +189,29 @@ class Model(Trainer):
         """Keras 2's table: layer name (type), output shape (once known), parameter count."""
         cols = [int(line_length * p) for p in (0.45, 0.85, 1.0)]
 
-        def row(fields):
-            line = ""
-            for field, end in zip(fields, cols):
-                line = (line + " " + str(field))[:end - 1]
-                line += " " * (end - len(line))
-            return line
+        def rows(fields):
+            # Keras' print_row: a leading space, each column cut to leave two spaces before
+            # the next and padded out to its position; what was cut goes on the next line.
+            left = [str(f) for f in fields]
+            while any(left):
+                line, start = " ", 0
+                for i, end in enumerate(cols):
+                    space = 2 if i < len(cols) - 1 else 0
+                    cut = end - start - space
+                    line += left[i][:cut] + " " * space
+                    left[i] = left[i][cut:]
+                    line += " " * (end - len(line))
+                    start = end
+                print_fn(line)
 
         print_fn(f'Model: "{self.name}"')
         print_fn("_" * line_length)
-        print_fn(row(["Layer (type)", "Output Shape", "Param #"]))
+        rows(["Layer (type)", "Output Shape", "Param #"])
         print_fn("=" * line_length)
         for layer in self.layers:
             shape = self._shape_of(layer)
-            print_fn(row([f"{layer.name} ({type(layer).__name__})",
-                          "?" if shape is None else shape_str(shape), layer.count_params()]))
+            rows([f"{layer.name} ({type(layer).__name__})",
+                  "?" if shape is None else shape_str(shape), layer.count_params()])
             print_fn(" " * line_length)
         total = self.count_params()
         print_fn("=" * line_length)
