@@ -282,3 +282,59 @@ def test_subclassed_model_refuses_untraceable_operations(rng):
     assert net.predict(x).shape == (B, 1)  # inference is fine
     with pytest.raises(ValueError, match="dense.*neither the model's input nor a layer's output"):
         net.fit(x, np.zeros(B), verbose=0)
+
+
+def test_left_padding_trains_as_right_padding(rng):
+    """A mask padded at the start is rolled to the end for the kernels: same loss, same
+    gradients as the right-padded data, per-step targets rolled along."""
+    def model():
+        m = models.Sequential([layers.Masking(0.0), layers.LSTM(3, return_sequences=True, dtype="float64"),
+                               layers.Dense(1, dtype="float64")], seed=6)
+        m.compile("sgd", "mse")
+        return m
+
+    lens = np.array([5, 3, 1, 4])
+    right = np.zeros((4, T, I))
+    y_right = np.zeros((4, T))
+    for b, n in enumerate(lens):
+        right[b, :n] = rng.standard_normal((n, I))
+        y_right[b, :n] = rng.standard_normal(n)
+    left = np.stack([np.roll(r, T - n, axis=0) for r, n in zip(right, lens)])
+    y_left = np.stack([np.roll(r, T - n) for r, n in zip(y_right, lens)])
+    y_left[2, 0] = y_right[1, 4] = np.nan  # padding: never read
+    v_right, g_right = model().loss_and_gradients(right, y_right)
+    v_left, g_left = model().loss_and_gradients(left, y_left)
+    assert v_left == pytest.approx(v_right, rel=1e-12)
+    for k in g_right:
+        assert_close(g_left[k], g_right[k], np.float64, k)
+
+
+def test_rnn_input_dropout_is_one_mask_per_sequence(rng):
+    """Keras' dropout= on a recurrent layer drops the same input features at every step."""
+    layer = layers.GRU(H, dropout=0.5, input_shape=(T, I), dtype="float64")
+    x = rng.standard_normal((B, T, I))
+    out = layer(x, training=True)
+    mask = layer._drop_mask
+    dx = layer.backward(np.ones_like(out))
+    assert mask.shape == (B, 1, I) and set(np.unique(mask)) == {0.0, 2.0}
+    np.testing.assert_array_equal(dx[np.broadcast_to(mask == 0, dx.shape)], 0)
+    assert_close(out, layer(x * mask), np.float64, "training output = inference on masked x")
+    np.testing.assert_array_equal(layer(x), layer(x))  # inference: no dropout
+
+
+def test_subclassed_model_build_and_summary():
+    class Net(models.Model):
+        def __init__(self):
+            super().__init__(name="net")
+            self.gru = layers.GRU(3)
+            self.out = layers.Dense(2)
+
+        def call(self, x):
+            return self.out(self.gru(x))
+
+    net = Net()
+    net.build((None, T, I))
+    lines = []
+    net.summary(print_fn=lines.append)
+    assert lines[0] == 'Model: "net"' and "(None, 3)" in lines[4] and "(None, 2)" in lines[6]
+    assert f"Total params: {keras_param_count('gru', I, 3) + 8:,}" in lines

@@ -101,6 +101,11 @@ class Model(Trainer):
     def call(self, x, training=False):
         raise NotImplementedError("subclass Model and define call(self, x, training=False)")
 
+    def build(self, input_shape) -> None:
+        """Build the layers by running call() once on zeros of this shape (None sizes as 1)."""
+        shape = tuple(1 if s is None else int(s) for s in input_shape)
+        self.forward(np.zeros(shape, self.dtype))
+
     def __call__(self, x, training=False, lengths=None):
         return self.forward(x, training, lengths)
 
