@@ -85,6 +85,13 @@ def _activation(value, allowed, layer):
     return value
 
 
+def _as_dtype(x, dtype):
+    """Numbers in the layer's dtype, as Keras casts inputs to a layer's compute dtype (ids and
+    other kinds are left for the layer to refuse)."""
+    x = np.asarray(x)
+    return x.astype(dtype) if x.dtype != dtype and x.dtype.kind in "fiub" else x
+
+
 class _Lazy:
     """Mixin: build from input_shape now, or from the first batch's shape."""
 
@@ -157,7 +164,7 @@ class Dense(_Lazy, pieces.Dense):
 
     def forward(self, x, training=False, lengths=None):
         self._ensure_built(x)
-        return pieces.Dense.forward(self, x, training, lengths)
+        return pieces.Dense.forward(self, _as_dtype(x, self.dtype), training, lengths)
 
     def compute_output_shape(self, input_shape) -> tuple:
         return tuple(input_shape)[:-1] + (self.units,)
@@ -453,9 +460,7 @@ class _KerasRNN(_Lazy, pieces.Recurrent):
 
     def forward(self, x, training=False, lengths=None):
         self._ensure_built(x)
-        x = np.asarray(x)
-        if x.ndim == 3 and x.dtype != self.dtype and x.dtype.kind in "fiu":
-            x = x.astype(self.dtype)
+        x = _as_dtype(x, self.dtype)
         if self.go_backwards:
             if lengths is not None:
                 raise ValueError(f"{self.name}: go_backwards with a mask or lengths is not supported; "

@@ -62,10 +62,10 @@ class Model(Trainer):
         self._init_training()
 
     def __setattr__(self, key, value):
-        if "_tracked" not in self.__dict__ and (isinstance(value, Layer) or key == "layers"):
-            raise RuntimeError("call super().__init__() before assigning layers to a Model")
         layers = [value] if isinstance(value, Layer) else \
             [v for v in value if isinstance(v, Layer)] if isinstance(value, (list, tuple)) else []
+        if layers and "_tracked" not in self.__dict__:
+            raise RuntimeError("call super().__init__() before assigning layers to a Model")
         for layer in layers:
             if not any(layer is t for t in self._tracked):
                 self._adopt(layer)
