@@ -489,7 +489,6 @@ class _KerasRNN(_Lazy, pieces.Recurrent):
     def backward_outputs(self, grads):
         """Backward from the gradients of [output, *states] (None for an unused one)."""
         n_states = len(self._state_after)
-        D = self.layer.num_directions
         dstate = [None] * n_states
         for i, g in enumerate(grads[1:]):
             if g is not None:
@@ -497,7 +496,7 @@ class _KerasRNN(_Lazy, pieces.Recurrent):
                 if dstate[s] is None:
                     dstate[s] = np.zeros(self._state_after[s].shape, self.dtype)
                 dstate[s][d] += g
-        dx = self._backward(grads[0], *dstate, n_dirs=D)
+        dx = self._backward(grads[0], *dstate)
         if self._drop_mask is not None:
             dx = dx * self._drop_mask
         if self.go_backwards:

@@ -1,5 +1,6 @@
-"""Model pieces for fusedrnn.Sequential: Dense, Dropout, Embedding, and Recurrent, which puts an
-LSTM/GRU/RNN layer (fusedrnn.layers) inside a model.
+"""The torch-ordered model pieces (fusedrnn.Dense(in, out), Dropout, Embedding, and Recurrent,
+which puts an LSTM/GRU/RNN layer of fusedrnn.layers inside a model), and the Layer base that the
+Keras-argument layers (layers.py) build on: they reuse these pieces' forward and backward.
 
 Inside a model, data is batch-first, as in Keras: sequences are (B, T, F), token ids (B, T).
 
@@ -9,6 +10,8 @@ Every piece speaks the same small protocol, the one fusedrnn.layers already uses
     forward(x, training=False, lengths=None) -> y
     backward(dy) -> dx          after a training forward (dx is None below an Embedding)
     zero_grad(), get_config() / from_config(), reset_parameters(rng)
+    get_weights() / set_weights()   Keras' layout (here: ``params`` in order)
+    name, build(input_shape), built, compute_output_shape(shape), count_params()
     rng               the np.random.Generator the piece draws from (dropout masks, init);
                       Sequential hands each piece its own, spawned from the model's seed
 
@@ -439,7 +442,7 @@ class Recurrent(Layer):
     def backward(self, dy):
         return self._backward(dy)
 
-    def _backward(self, dy, dh_top=None, dc_top=None, n_dirs=None):
+    def _backward(self, dy, dh_top=None, dc_top=None):
         """dy: gradient of the output; dh_top, dc_top: (D, B, P) gradients of the top layer's
         final states (a Keras layer's return_state outputs), or None."""
         (hshape,) = self._need_trace(self._trace)
