@@ -163,3 +163,18 @@ def make_cotangents(rng, out, h_n, c_n, dtype):
     dh_n = rng.standard_normal(h_n.shape).astype(dtype)
     dc_n = None if c_n is None else rng.standard_normal(c_n.shape).astype(dtype)
     return dout, dh_n, dc_n
+
+
+@pytest.fixture
+def no_tqdm(monkeypatch):
+    """Imports of tqdm fail, as on a core install."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def refuse_tqdm(name, *a, **k):
+        if name.startswith("tqdm"):
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", refuse_tqdm)

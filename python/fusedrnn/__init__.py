@@ -3,6 +3,8 @@
 Conventions (shapes, gate order, lengths): docs/conventions.md and README.md.
 """
 
+import sys as _sys
+
 from ._blas import load_core as _load_core
 
 _core = _load_core()
@@ -11,9 +13,17 @@ from . import ops, reference  # noqa: E402
 from .layers import GRU, LSTM, RNN  # noqa: E402
 from ._info import (build_info, cuda_available, cuda_device_count, empty_cache,  # noqa: E402
                     get_num_threads, set_num_threads)
-from . import callbacks, losses, metrics, optimizers  # noqa: E402
-from .nn import Dense, Dropout, Embedding, Recurrent  # noqa: E402
-from .models import Sequential  # noqa: E402
+from . import keras  # noqa: E402
+from .keras import callbacks, losses, metrics, optimizers  # noqa: E402
+from .keras.pieces import Dense, Dropout, Embedding, Recurrent  # noqa: E402
+from .keras.models import Sequential  # noqa: E402
+
+# The trainer lives in fusedrnn.keras; its modules keep answering to their old names.
+for _old, _new in (("models", keras.models), ("nn", keras.pieces), ("losses", losses),
+                   ("metrics", metrics), ("optimizers", optimizers), ("callbacks", callbacks)):
+    _sys.modules[f"{__name__}.{_old}"] = _new
+    globals()[_old] = _new
+del _old, _new
 
 __version__ = "0.1.0"
 
@@ -26,6 +36,7 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Recurrent",
+    "keras",
     "losses",
     "optimizers",
     "metrics",

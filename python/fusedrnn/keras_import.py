@@ -26,13 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import GATES as _GATES
+from ._checks import shape_str as _fmt
+
 __all__ = ["from_keras_weights", "to_keras_weights"]
-
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-
-
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _cell(cell: str) -> str:

@@ -43,49 +43,25 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _device, _npz, ops
+from ._checks import GATES as _GATES
+from ._checks import check_bool as _bool
+from ._checks import check_int as _int
+from ._checks import float_dtype as _dtype
+from ._checks import shape_str as _fmt
 from .keras_import import from_keras_weights, to_keras_weights
 
 __all__ = ["LSTM", "GRU", "RNN"]
 
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 _FILE_FORMAT = 1
 # Constructor defaults, so repr() shows only what differs (as torch's does).
 _DEFAULTS = dict(num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False,
                  proj_size=0, activation="tanh", nonlinearity="tanh", dtype="float32")
 
 
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _bool(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
 def _act(value, name: str) -> str:
     if value not in ("tanh", "relu"):
         raise ValueError(f"{name} must be 'tanh' or 'relu', got {value!r}")
     return value
-
-
-def _dtype(value) -> np.dtype:
-    try:
-        dt = np.dtype(value)
-    except TypeError as exc:
-        raise TypeError(f"dtype must be 'float32' or 'float64', got {value!r}") from exc
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dt}")
-    return dt
 
 
 def _shapes(cell, input_size, hidden_size, num_layers, bias, num_directions, proj_size):
@@ -738,3 +714,33 @@ class RNN(_SingleState, _RNNBase):
 
 
 _CLASSES = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}
+
+
+# Said once, shown by help() on each of the three layers.
+_USAGE = """
+
+    INPUT IS TIME-MAJOR: x is (T, B, features) unless the layer is built with
+    batch_first=True, as in torch.nn.  Batch-first data (B, T, F), Keras' layout, given to a
+    layer built without batch_first=True is read as B steps of T sequences: wrong answers,
+    and no error whenever the sizes fit.  Build it with batch_first=True for (B, T, F) data,
+    or use fusedrnn.keras.layers.LSTM / GRU / SimpleRNN (batch-first, Keras' arguments).
+
+    Hand-written training loops use ``params`` and ``grads``:
+        params   dict of the weights under torch's names (weight_ih_l0, weight_hh_l0,
+                 bias_ih_l0, bias_hh_l0, '..._reverse' for the backward direction,
+                 weight_hr_l0 with proj_size); an optimiser updates these arrays in place
+        grads    the same keys; backward() adds (+=) into them, so zero_grad() every step
+
+        out, state = layer(x)                       # a training forward (train() mode)
+        layer.zero_grad()
+        dx, dstate0 = layer.backward(dout)          # dout shaped like out (None: zeros);
+                                                    # or backward(dout, d_final_state)
+        for k, p in layer.params.items():
+            p -= lr * layer.grads[k]
+
+    eval() switches to inference (no dropout between layers, no trace kept for backward).
+    """
+
+for _cls in (LSTM, GRU, RNN):
+    _cls.__doc__ += _USAGE
+del _cls

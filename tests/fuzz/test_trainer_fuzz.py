@@ -87,7 +87,7 @@ FIT_ARGS = ["x", "y", "batch_size", "epochs", "verbose", "callbacks", "validatio
 # Values that are valid for an argument (None means 'not given' for the optional ones).
 VALID = {"verbose": (0, True, False), "shuffle": (True, False, 0), "callbacks": (None,),
          "validation_data": (None,), "lengths": (None,), "validation_split": (0,),
-         "initial_epoch": (0,), "epochs": (0, True)}
+         "initial_epoch": (0,), "epochs": (0, True), "batch_size": (None,)}  # Keras: None = 32
 FIT_DEFECTS = {
     "epochs": "a non-int epochs (2.5, '3', None) fails inside range() with a message that does "
               "not name epochs",
@@ -135,7 +135,7 @@ def test_every_bad_argument_of_the_other_methods_is_a_clean_error(method, name):
         model, x, y = compiled_model()
         kw = {"predict": dict(x=x), "evaluate": dict(x=x, y=y),
               "compile": dict(optimizer="adam", loss="mse")}[method]
-        if name == "metrics" and value is None or name == "lengths" and value is None:
+        if value is None and name in ("metrics", "lengths", "batch_size"):  # valid: the default
             continue
         kw[name] = value
         try:

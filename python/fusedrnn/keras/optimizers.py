@@ -134,9 +134,21 @@ def global_norm(grads) -> float:
 class Optimizer:
     _slots: tuple = ()  # names of the per-parameter state arrays
 
-    def __init__(self, learning_rate, global_clipnorm=None):
+    def __init__(self, learning_rate, global_clipnorm=None, clipnorm=None, clipvalue=None, *,
+                 lr=None, name=None, decay=0.0):
+        if lr is not None:  # the tf.keras 2 name, still common in tutorials
+            learning_rate = lr
+        if decay:
+            raise ValueError(f"decay={decay!r} (the legacy per-step decay) is not supported; pass a "
+                             "schedule as learning_rate, e.g. optimizers.ExponentialDecay(...)")
         self.learning_rate = _learning_rate(learning_rate)
         self.global_clipnorm = None if global_clipnorm is None else _positive(global_clipnorm, "global_clipnorm")
+        self.clipnorm = None if clipnorm is None else _positive(clipnorm, "clipnorm")
+        self.clipvalue = None if clipvalue is None else _positive(clipvalue, "clipvalue")
+        given = [k for k in ("clipnorm", "clipvalue", "global_clipnorm") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of clipnorm, clipvalue and global_clipnorm, got {given}")
+        self.name = name
         self.iterations = 0
         self.state: dict = {}  # slot name -> {key: array}
 
@@ -155,6 +167,8 @@ class Optimizer:
         triples = list(triples)
         if not triples:
             return
+        if self.clipnorm is not None or self.clipvalue is not None:
+            triples = [(k, p, self._clip(g)) for k, p, g in triples]
         grads = [g for _, _, g in triples]
         scale = 1.0
         if self.global_clipnorm is not None:
@@ -180,6 +194,13 @@ class Optimizer:
         for _, p, _ in triples:
             np.copyto(p, flat_p[offset:offset + p.size].reshape(p.shape))
             offset += p.size
+
+    def _clip(self, g):
+        """One gradient after clipnorm (its own norm at most clipnorm) or clipvalue."""
+        if self.clipvalue is not None:
+            return np.clip(g, -self.clipvalue, self.clipvalue)
+        norm = global_norm([g])
+        return g * g.dtype.type(self.clipnorm / norm) if norm > self.clipnorm else g
 
     def _flat_slots(self, triples):
         """Each slot as one flat array over the triples' parameters; state[slot][key] are
@@ -224,6 +245,7 @@ class Optimizer:
             raise ValueError("a learning_rate given as a plain function cannot be saved; use one "
                              "of fusedrnn.optimizers' schedules (ExponentialDecay, CosineDecay, ...)")
         cfg = {"learning_rate": lr, "global_clipnorm": self.global_clipnorm}
+        cfg.update({k: getattr(self, k) for k in ("clipnorm", "clipvalue") if getattr(self, k) is not None})
         cfg.update(self._options())
         return cfg
 
@@ -251,8 +273,8 @@ class Optimizer:
 class SGD(Optimizer):
     """Keras' SGD: v = momentum v - lr g; p += v, or with nesterov p += momentum v - lr g."""
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, global_clipnorm=None):
-        super().__init__(learning_rate, global_clipnorm)
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, global_clipnorm=None, **keras_args):
+        super().__init__(learning_rate, global_clipnorm, **keras_args)
         self.momentum = _fraction(momentum, "momentum")
         self.nesterov = bool(nesterov)
         self._slots = ("velocity",) if self.momentum > 0 else ()
@@ -283,8 +305,8 @@ class Adam(Optimizer):
     _slots = ("m", "v")
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 global_clipnorm=None):
-        super().__init__(learning_rate, global_clipnorm)
+                 global_clipnorm=None, **keras_args):
+        super().__init__(learning_rate, global_clipnorm, **keras_args)
         self.beta_1 = _fraction(beta_1, "beta_1")
         self.beta_2 = _fraction(beta_2, "beta_2")
         self.epsilon = _positive(epsilon, "epsilon")
@@ -311,8 +333,8 @@ class AdamW(Adam):
     """Adam with decoupled weight decay: p -= lr * weight_decay * p before the Adam step."""
 
     def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-7, global_clipnorm=None):
-        super().__init__(learning_rate, beta_1, beta_2, epsilon, global_clipnorm)
+                 epsilon=1e-7, global_clipnorm=None, **keras_args):
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, global_clipnorm, **keras_args)
         self.weight_decay = _positive(weight_decay, "weight_decay", allow_zero=True)
 
     def _options(self):
@@ -328,8 +350,8 @@ class RMSprop(Optimizer):
     with momentum, mom = momentum mom + step and p -= mom, else p -= step."""
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7,
-                 global_clipnorm=None):
-        super().__init__(learning_rate, global_clipnorm)
+                 global_clipnorm=None, **keras_args):
+        super().__init__(learning_rate, global_clipnorm, **keras_args)
         self.rho = _fraction(rho, "rho")
         self.momentum = _fraction(momentum, "momentum")
         self.epsilon = _positive(epsilon, "epsilon")
@@ -359,11 +381,13 @@ _BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 _CLASSES = {c.__name__: c for c in _BY_NAME.values()}
 
 
-def get(optimizer) -> Optimizer:
+def get(optimizer) -> Optimizer:  # noqa: D401
     """An optimiser from its Keras name ('adam', 'sgd', 'rmsprop', 'adamw'), with Keras'
     defaults, or an Optimizer instance."""
     if isinstance(optimizer, Optimizer):
         return optimizer
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        return optimizer()
     if isinstance(optimizer, str) and optimizer.lower() in _BY_NAME:
         return _BY_NAME[optimizer.lower()]()
     raise ValueError(f"unknown optimizer {optimizer!r}; choose from {sorted(_BY_NAME)} or pass "

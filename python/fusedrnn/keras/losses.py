@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "BinaryCrossentropy",
+from .._checks import shape_str
+
+__all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "Huber", "BinaryCrossentropy",
            "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "get", "EPSILON"]
 
 EPSILON = 1e-7
-
-
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def check_weights(weights, shape):
     """weights as a float64 array of the per-sample shape: finite, >= 0, not all zero."""
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != tuple(shape):
-        raise ValueError(f"weights must have shape {_fmt(shape)} (one per sample), got {_fmt(w.shape)}")
+        raise ValueError(f"weights must have shape {shape_str(shape)} (one per sample), got {shape_str(w.shape)}")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("weights must be finite and >= 0")
     if w.sum() <= 0:
@@ -49,6 +47,14 @@ def mask_targets(y, w):
         return y
     valid = (w != 0).reshape(w.shape + (1,) * (y.ndim - w.ndim))
     return np.where(valid, y, np.zeros((), y.dtype))
+
+
+def single_unit_target(y, p):
+    """y with a trailing axis added when p has one output unit and y has none: Keras reads
+    labels of shape (N,) against a (N, 1) output as one label per sample."""
+    if p.shape[-1:] == (1,) and y.shape == p.shape[:-1]:
+        return y[..., None]
+    return y
 
 
 def _reduce(per_sample, w):
@@ -93,10 +99,10 @@ class Loss:
         return value, grad.astype(y_pred.dtype, copy=False)
 
     def _target(self, y_true, y_pred):
-        y = np.asarray(y_true)
+        y = single_unit_target(np.asarray(y_true), y_pred)
         if y.shape != y_pred.shape:
             raise ValueError(f"{self.name}: y_true must have the shape of the predictions "
-                             f"{_fmt(y_pred.shape)}, got {_fmt(y.shape)}")
+                             f"{shape_str(y_pred.shape)}, got {shape_str(y.shape)}")
         if y.dtype.kind not in "fiub":
             raise TypeError(f"{self.name}: y_true must be numeric, got dtype {y.dtype}")
         return y.astype(y_pred.dtype, copy=False)
@@ -106,14 +112,18 @@ class Loss:
         raise NotImplementedError
 
 
-class MeanSquaredError(Loss):
-    name = "mse"
+class _Regression(Loss):
+    """A loss on values, not on probabilities: no from_logits."""
 
     def __init__(self):
         super().__init__(False)
 
     def get_config(self) -> dict:
         return {}
+
+
+class MeanSquaredError(_Regression):
+    name = "mse"
 
     def _elementwise(self, y, p):
         d = p - y
@@ -121,19 +131,37 @@ class MeanSquaredError(Loss):
         return np.mean(d * d, axis=-1), d * (2.0 / F)
 
 
-class MeanAbsoluteError(Loss):
+class MeanAbsoluteError(_Regression):
     name = "mae"
-
-    def __init__(self):
-        super().__init__(False)
-
-    def get_config(self) -> dict:
-        return {}
 
     def _elementwise(self, y, p):
         d = p - y
         F = p.shape[-1]
         return np.mean(np.abs(d), axis=-1), np.sign(d) / F
+
+
+class Huber(_Regression):
+    """0.5 d^2 where |d| <= delta, delta (|d| - 0.5 delta) beyond (d = prediction - target),
+    averaged over the last axis as Keras' Huber."""
+
+    name = "huber"
+
+    def __init__(self, delta=1.0):
+        super().__init__()
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not delta > 0:
+            raise ValueError(f"delta must be a number > 0, got {delta!r}")
+        self.delta = float(delta)
+
+    def get_config(self) -> dict:
+        return {"delta": self.delta}
+
+    def _elementwise(self, y, p):
+        d = p - y
+        F = p.shape[-1]
+        small = np.abs(d) <= self.delta
+        per = np.where(small, 0.5 * d * d, self.delta * (np.abs(d) - 0.5 * self.delta))
+        # d/dp: d inside the quadratic zone, delta * sign(d) outside
+        return per.mean(axis=-1), np.where(small, d, self.delta * np.sign(d)) / F
 
 
 class BinaryCrossentropy(Loss):
@@ -187,7 +215,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
             y = y[..., 0]
         if y.shape != y_pred.shape[:-1]:
             raise ValueError(f"{self.name}: y_true must hold one class id per prediction, shape "
-                             f"{_fmt(y_pred.shape[:-1])}, got {_fmt(y.shape)}")
+                             f"{shape_str(y_pred.shape[:-1])}, got {shape_str(y.shape)}")
         if y.dtype.kind == "f":
             if not np.all(y == np.round(y)):
                 raise TypeError(f"{self.name}: y_true must be integer class ids, got fractional values")
@@ -210,6 +238,7 @@ def _one_hot(ids, C, dtype):
 _BY_NAME = {
     "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
     "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
+    "huber": Huber, "huber_loss": Huber,
     "binary_crossentropy": BinaryCrossentropy,
     "categorical_crossentropy": CategoricalCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
@@ -221,8 +250,10 @@ def get(loss) -> Loss:
     """A Loss from its Keras name ('mse', 'categorical_crossentropy', ...) or a Loss instance."""
     if isinstance(loss, Loss):
         return loss
-    if isinstance(loss, str) and loss in _BY_NAME:
-        return _BY_NAME[loss]()
+    if isinstance(loss, type) and issubclass(loss, Loss):
+        return loss()
+    if isinstance(loss, str) and loss.lower() in _BY_NAME:
+        return _BY_NAME[loss.lower()]()
     raise ValueError(f"unknown loss {loss!r}; choose from {sorted(_BY_NAME)} or pass a Loss instance")
 
 

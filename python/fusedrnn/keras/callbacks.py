@@ -13,17 +13,23 @@ import os
 
 import numpy as np
 
-from ._files import write_atomic
+from .._files import write_atomic
+from .saving import check_path
 
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
-           "HistoryPlot"]
+           "HistoryPlot", "TerminateOnNaN"]
 
 
 class Callback:
     model = None
+    params: dict = {}
 
     def set_model(self, model) -> None:
         self.model = model
+
+    def set_params(self, params) -> None:
+        """fit's settings, as Keras gives them: {'verbose', 'epochs', 'steps'}."""
+        self.params = dict(params)
 
     def on_train_begin(self, logs=None): ...
     def on_train_end(self, logs=None): ...
@@ -44,6 +50,18 @@ class History(Callback):
         self.epoch.append(epoch)
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(v)
+
+
+class TerminateOnNaN(Callback):
+    """Stops training at the first batch whose loss is NaN or infinite (the batch's update is
+    already applied, as in Keras; the model then holds non-finite weights, so reload a
+    checkpoint rather than keep it)."""
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            print(f"Batch {batch}: invalid loss, terminating training", flush=True)
+            self.model.stop_training = True
 
 
 def _mode(monitor: str, mode: str) -> str:
@@ -80,8 +98,11 @@ class EarlyStopping(_Monitor):
     end of training)."""
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
-                 restore_best_weights=False):
+                 restore_best_weights=False, *, verbose=0, baseline=None, start_from_epoch=0):
+        if baseline is not None or start_from_epoch:
+            raise ValueError("EarlyStopping: baseline and start_from_epoch are not supported")
         super().__init__(monitor, mode, min_delta)
+        self.verbose = verbose
         self.patience = int(patience)
         self.restore_best_weights = bool(restore_best_weights)
         self.wait = 0
@@ -117,10 +138,13 @@ class ModelCheckpoint(_Monitor):
     epochs are numbered from 1 there, as Keras does.  save_best_only keeps only improvements of
     ``monitor``."""
 
-    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto", *,
+                 save_weights_only=False, verbose=0):
         super().__init__(monitor, mode)
-        self.filepath = os.fspath(filepath)
+        self.filepath = check_path(filepath, overwrite=True)  # an .h5 name fails now, not after an epoch
         self.save_best_only = bool(save_best_only)
+        self.save_weights_only = bool(save_weights_only)
+        self.verbose = verbose
         self.saved: list = []
 
     def on_epoch_end(self, epoch, logs=None):
@@ -131,7 +155,9 @@ class ModelCheckpoint(_Monitor):
                 return
             self.best = value
         path = self.filepath.format(epoch=epoch + 1, **logs)
-        self.model.save(path)
+        (self.model.save_weights if self.save_weights_only else self.model.save)(path)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: saving model to {path}", flush=True)
         self.saved.append(path)
 
 

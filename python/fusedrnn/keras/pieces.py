@@ -1,5 +1,6 @@
-"""Model pieces for fusedrnn.Sequential: Dense, Dropout, Embedding, and Recurrent, which puts an
-LSTM/GRU/RNN layer (fusedrnn.layers) inside a model.
+"""The torch-ordered model pieces (fusedrnn.Dense(in, out), Dropout, Embedding, and Recurrent,
+which puts an LSTM/GRU/RNN layer of fusedrnn.layers inside a model), and the Layer base that the
+Keras-argument layers (layers.py) build on: they reuse these pieces' forward and backward.
 
 Inside a model, data is batch-first, as in Keras: sequences are (B, T, F), token ids (B, T).
 
@@ -9,6 +10,8 @@ Every piece speaks the same small protocol, the one fusedrnn.layers already uses
     forward(x, training=False, lengths=None) -> y
     backward(dy) -> dx          after a training forward (dx is None below an Embedding)
     zero_grad(), get_config() / from_config(), reset_parameters(rng)
+    get_weights() / set_weights()   Keras' layout (here: ``params`` in order)
+    name, build(input_shape), built, compute_output_shape(shape), count_params()
     rng               the np.random.Generator the piece draws from (dropout masks, init);
                       Sequential hands each piece its own, spawned from the model's seed
 
@@ -23,31 +26,25 @@ import numbers
 
 import numpy as np
 
-from .layers import GRU, LSTM, RNN, _RNNBase
-from .ops import _native
+from ..layers import GRU, LSTM, RNN, _RNNBase
+from .._checks import check_int, float_dtype, shape_str
+from ..ops import _native
+from . import tape
 
 __all__ = ["Dense", "Dropout", "Embedding", "Recurrent", "ACTIVATIONS"]
 
 ACTIVATIONS = (None, "linear", "relu", "tanh", "sigmoid", "softmax")
 
 
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _float_dtype(value) -> np.dtype:
-    dt = np.dtype(value)
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dt}")
-    return dt
+def check_weight(w, shape, name):
+    """A weight array given to set_weights: floating point (a cast would drop an imaginary
+    part or read ids as weights without a word) and of the parameter's shape."""
+    w = np.asarray(w)
+    if w.dtype.kind != "f":
+        raise TypeError(f"weight {name} must be a float array, got dtype {w.dtype}")
+    if w.shape != tuple(shape):
+        raise ValueError(f"weight {name} must have shape {shape_str(shape)}, got {shape_str(w.shape)}")
+    return w
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -69,10 +66,50 @@ class Layer:
     """Base of the model pieces: no parameters, identity config."""
 
     dtype = None  # float pieces set it; Sequential checks they agree
+    built = True  # pieces sized at construction; the Keras layers build on first use
+    _name = None
 
     def __init__(self):
         self.params: dict = {}
         self.grads: dict = {}
+
+    @property
+    def name(self) -> str:
+        """Keras' naming: the class in snake case, numbered from the second one on."""
+        if self._name is None:
+            self._name = tape.unique_name(type(self).__name__)
+        return self._name
+
+    @name.setter
+    def name(self, value) -> None:
+        self._name = None if value is None else str(value)
+
+    def build(self, input_shape) -> None:
+        pass
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        return tuple(input_shape)
+
+    def count_params(self) -> int:
+        return sum(p.size for p in self.params.values())
+
+    def get_weights(self) -> list:
+        """Copies of the parameters, in the layout Keras' layer of the same kind uses (the
+        torch-named pieces: their ``params`` in order)."""
+        return [p.copy() for p in self.params.values()]
+
+    def weight_assignments(self, weights, prefix="") -> list:
+        """(parameter array, value) pairs that set_weights(weights) would copy, every value
+        checked first; ``weights`` is this layer's slice of a model's list."""
+        keys = list(self.params)
+        if len(weights) != len(keys):
+            raise ValueError(f"{self.name} takes {len(keys)} arrays, got {len(weights)}")
+        return [(self.params[k], check_weight(w, self.params[k].shape, prefix + k))
+                for k, w in zip(keys, weights)]
+
+    def set_weights(self, weights) -> None:
+        for target, value in self.weight_assignments(list(weights)):
+            np.copyto(target, value, casting="unsafe")
 
     def zero_grad(self) -> None:
         for g in self.grads.values():
@@ -93,8 +130,9 @@ class Layer:
         """(parameter name, shape) pairs of ``cls.from_config(config)``, without building it."""
         return iter(())
 
-    def __call__(self, x, training=False, lengths=None):
-        return self.forward(x, training=training, lengths=lengths)
+    def __call__(self, x, training=None, lengths=None, **kwargs):
+        # Inside Model.call the tape supplies training/lengths and records the call.
+        return tape.call(self, x, training, lengths, **kwargs)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -116,13 +154,13 @@ class Dense(Layer):
     def __init__(self, in_features, out_features, activation=None, bias=True, *,
                  dtype="float32", seed=None):
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
+        self.in_features = check_int(in_features, "in_features")
+        self.out_features = check_int(out_features, "out_features")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.activation = None if activation == "linear" else activation
         self.bias = bool(bias)
-        self.dtype = _float_dtype(dtype)
+        self.dtype = float_dtype(dtype)
         self.rng = np.random.default_rng(seed)
         self.params = {"weight": np.empty((self.out_features, self.in_features), self.dtype)}
         if self.bias:
@@ -141,8 +179,8 @@ class Dense(Layer):
 
     @classmethod
     def param_shapes(cls, config):
-        n_in = _positive_int(config["in_features"], "in_features")
-        n_out = _positive_int(config["out_features"], "out_features")
+        n_in = check_int(config["in_features"], "in_features")
+        n_out = check_int(config["out_features"], "out_features")
         shapes = {"weight": (n_out, n_in)}
         if config.get("bias", True):
             shapes["bias"] = (n_out,)
@@ -160,7 +198,7 @@ class Dense(Layer):
             raise TypeError(f"Dense input must have dtype {self.dtype} (the layer's), got {x.dtype}")
         if x.ndim < 2 or x.shape[-1] != self.in_features:
             raise ValueError(f"Dense({self.in_features}, {self.out_features}) needs input of shape "
-                             f"(..., {self.in_features}), got {_fmt(x.shape)}")
+                             f"(..., {self.in_features}), got {shape_str(x.shape)}")
         z = x @ self.params["weight"].T
         if self.bias:
             z += self.params["bias"]
@@ -168,6 +206,9 @@ class Dense(Layer):
         self._z = z
         self._trace = (x, z, y) if training else None
         return y
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        return tuple(input_shape)[:-1] + (self.out_features,)
 
     def logits(self):
         """The pre-activation of the last forward, training or not (a loss fused with the
@@ -253,9 +294,9 @@ class Embedding(Layer):
 
     def __init__(self, num_embeddings, embedding_dim, *, dtype="float32", seed=None):
         super().__init__()
-        self.num_embeddings = _positive_int(num_embeddings, "num_embeddings")
-        self.embedding_dim = _positive_int(embedding_dim, "embedding_dim")
-        self.dtype = _float_dtype(dtype)
+        self.num_embeddings = check_int(num_embeddings, "num_embeddings")
+        self.embedding_dim = check_int(embedding_dim, "embedding_dim")
+        self.dtype = float_dtype(dtype)
         self.rng = np.random.default_rng(seed)
         self.params = {"weight": np.empty((self.num_embeddings, self.embedding_dim), self.dtype)}
         self.grads = {"weight": np.zeros_like(self.params["weight"])}
@@ -268,8 +309,8 @@ class Embedding(Layer):
 
     @classmethod
     def param_shapes(cls, config) -> dict:
-        return iter([("weight", (_positive_int(config["num_embeddings"], "num_embeddings"),
-                                 _positive_int(config["embedding_dim"], "embedding_dim")))])
+        return iter([("weight", (check_int(config["num_embeddings"], "num_embeddings"),
+                                 check_int(config["embedding_dim"], "embedding_dim")))])
 
     def get_config(self) -> dict:
         return dict(num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim,
@@ -284,6 +325,9 @@ class Embedding(Layer):
                              f"from {ids.min()} to {ids.max()}")
         self._ids = ids if training else None
         return self.params["weight"][ids]
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        return tuple(input_shape) + (self.embedding_dim,)
 
     def backward(self, dy):
         ids = self._need_trace(self._ids)
@@ -343,6 +387,10 @@ class Recurrent(Layer):
     def reset_states(self) -> None:
         self._state = None
 
+    def compute_output_shape(self, input_shape) -> tuple:
+        shape = tuple(input_shape)
+        return shape[:2] + (self.output_size,) if self.return_sequences else (shape[0], self.output_size)
+
     def get_config(self) -> dict:
         return {"layer": {"class": type(self.layer).__name__, "config": self.layer.get_config()},
                 "return_sequences": self.return_sequences, "stateful": self.stateful}
@@ -367,7 +415,7 @@ class Recurrent(Layer):
         x = np.asarray(x)
         if x.ndim != 3:
             raise ValueError(f"Recurrent input must be batch-first (B, T, features), "
-                             f"got shape {_fmt(x.shape)}")
+                             f"got shape {shape_str(x.shape)}")
         B = x.shape[0]
         if not layer.batch_first:
             x = x.transpose(1, 0, 2)
@@ -379,29 +427,43 @@ class Recurrent(Layer):
         else:
             out, h_n = layer(x, None if state is None else state[0], lengths)
             c_n = None
-        if self.stateful:
-            self._state = (h_n, c_n) if c_n is not None else (h_n,)
+        self._carry(h_n, c_n)
         self._trace = (h_n.shape,) if training else None
         if self.return_sequences:
             return out if layer.batch_first else np.ascontiguousarray(out.transpose(1, 0, 2))
         D = layer.num_directions
         return np.ascontiguousarray(h_n[-D:].transpose(1, 0, 2)).reshape(B, -1)
 
+    def _carry(self, h_n, c_n) -> None:
+        """Keep the final state for the next batch (stateful layers)."""
+        if self.stateful:
+            self._state = (h_n, c_n) if c_n is not None else (h_n,)
+
     def backward(self, dy):
+        return self._backward(dy)
+
+    def _backward(self, dy, dh_top=None, dc_top=None):
+        """dy: gradient of the output; dh_top, dc_top: (D, B, P) gradients of the top layer's
+        final states (a Keras layer's return_state outputs), or None."""
         (hshape,) = self._need_trace(self._trace)
         self._trace = None
         layer = self.layer
-        if self.return_sequences:
-            dout = dy if layer.batch_first else dy.transpose(1, 0, 2)
-            dh_n = None
-        else:
-            D = layer.num_directions
-            LD, B, P = hshape
+        D = layer.num_directions
+        LD, B, P = hshape
+        dh_n = dc_n = dout = None
+        if dh_top is not None or (dy is not None and not self.return_sequences):
             dh_n = np.zeros(hshape, layer.dtype)
+        if dy is not None and self.return_sequences:
+            dout = dy if layer.batch_first else dy.transpose(1, 0, 2)
+        elif dy is not None:
             dh_n[LD - D:] = np.asarray(dy, layer.dtype).reshape(B, D, P).transpose(1, 0, 2)
-            dout = None
+        if dh_top is not None:
+            dh_n[LD - D:] += dh_top
+        if dc_top is not None:
+            dc_n = np.zeros((LD, B, layer.hidden_size), layer.dtype)
+            dc_n[LD - D:] = dc_top
         if isinstance(layer, LSTM):
-            dx, _ = layer.backward(dout, (dh_n, None))
+            dx, _ = layer.backward(dout, (dh_n, dc_n))
         else:
             dx, _ = layer.backward(dout, dh_n)
         return dx if layer.batch_first else dx.transpose(1, 0, 2)
