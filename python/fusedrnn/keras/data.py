@@ -67,8 +67,17 @@ def check_batch_size(batch_size) -> int:
     return int(batch_size)
 
 
+def _as_array(value, name):
+    """np.asarray(value), or a TypeError naming the argument (ragged nested lists, objects)."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} must be an array, got a {type(value).__name__} that is not one "
+                        f"({exc})") from None
+
+
 def _check_x(x, embedding, dtype, what):
-    x = np.asarray(x)
+    x = _as_array(x, f"x{what}")
     if embedding:
         if x.dtype.kind not in "iu":
             raise TypeError(f"x{what} feeds an Embedding, so it must hold integer token ids, "
@@ -85,7 +94,7 @@ def _check_x(x, embedding, dtype, what):
 
 
 def _check_lengths(lengths, N, T, what):
-    lengths = np.asarray(lengths)
+    lengths = _as_array(lengths, f"lengths{what}")
     if lengths.dtype.kind not in "iu":
         raise TypeError(f"lengths{what} must be integers, got dtype {lengths.dtype}")
     if lengths.shape != (N,):
@@ -171,7 +180,7 @@ def prepare(model, x, y=None, lengths=None, sample_weight=None, class_weight=Non
     x = _check_x(x, model._takes_ids(), model.dtype, what)
     N = x.shape[0]
     if y is not None:
-        y = np.asarray(y)
+        y = _as_array(y, f"y{what}")
         if y.ndim == 0 or y.shape[0] != N:
             raise ValueError(f"y{what} must have one row per sample of x ({N}), got shape "
                              f"{shape_str(y.shape)}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import warnings
 
@@ -27,6 +28,7 @@ from . import data as _data
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
+from .._checks import check_int
 from .progress import Progress
 
 __all__ = ["Trainer"]
@@ -81,11 +83,26 @@ def _callback_list(callbacks) -> list:
 
 
 def _verbose(verbose) -> int:
-    if verbose == "auto":
+    if isinstance(verbose, str) and verbose == "auto":
         return 1
-    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
-    return int(verbose)
+    if isinstance(verbose, (bool, np.bool_)):
+        return int(verbose)
+    if isinstance(verbose, numbers.Integral) and int(verbose) in (0, 1, 2):
+        return int(verbose)
+    raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+
+
+def _shuffle(shuffle) -> bool:
+    if isinstance(shuffle, (bool, np.bool_)) or (isinstance(shuffle, numbers.Integral) and shuffle in (0, 1)):
+        return bool(shuffle)
+    raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+
+
+def _fraction(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or \
+            not math.isfinite(value):
+        raise TypeError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
 
 
 def _step_weights(pred, batch):
@@ -137,6 +154,9 @@ class Trainer:
         self.loss = _losses.get(loss)
         if isinstance(metrics, (str, _metrics.Metric)):
             metrics = [metrics]
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            raise TypeError(f"metrics must be a list of metric names or Metric instances, got "
+                            f"{type(metrics).__name__}")
         self.metrics = [_metrics.get(m, self.loss) for m in (metrics or [])]
         self._metric_names = [m if isinstance(m, str) else m.name for m in (metrics or [])]
         self._fused_loss = self._fusion()
@@ -241,6 +261,10 @@ class Trainer:
              validation_data, shuffle, class_weight, sample_weight, initial_epoch, lengths):
         self._check_compiled()
         batch_size = _data.check_batch_size(batch_size)
+        epochs = check_int(epochs, "epochs", 0)
+        initial_epoch = check_int(initial_epoch, "initial_epoch", 0)
+        shuffle = _shuffle(shuffle)
+        validation_split = _fraction(validation_split, "validation_split")
         if y is None:
             raise ValueError("fit needs targets y")
         data = _data.prepare(self, x, y, lengths, sample_weight, class_weight)
