@@ -145,6 +145,15 @@ __global__ void backward_step_kernel(Seq q, Cell cell, int64_t s, const T* ws, c
   }
 }
 
+// After the dh GEMM: finished rows keep the gradient they carry.  Their gate-gradient rows are
+// zero, but 0 * W_hh is NaN where W_hh holds an infinity, which must not reach dh.
+template <typename T>
+__global__ void carry_finished_kernel(Seq q, int64_t s, const T* dh, T* dh_next) {
+  const int64_t P = q.P;
+  for (int64_t i = first_index(); i < q.B * P; i += index_stride())
+    if (q.time_of(s, i / P) < 0) dh_next[i] = dh[i];
+}
+
 // --- host loops --------------------------------------------------------------------------------
 
 template <typename T>
@@ -250,6 +259,9 @@ void run_backward(const Seq& q, const int64_t* d_lengths, const Cell& cell, cons
     // index at this step, dgh's rows of that index are this step's (zero for finished rows).
     const T* dg_rows = uniform ? dgh + q.time_at_step(s) * B * GH : dstep.as<T>();
     blas::gemm<T>(false, false, B, P, GH, T(1), dg_rows, GH, w.w_hh, P, T(1), dh_next, P);
+    if (q.lengths)
+      launch("carry_finished_kernel", carry_finished_kernel<T>, grid_for(B * P), block, nullptr, qd, s, dh,
+             dh_next);
     std::swap(dh, dh_next);
     if constexpr (Cell::kHasCell) std::swap(dc, dc_next);
   }
