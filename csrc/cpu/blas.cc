@@ -1,9 +1,9 @@
 // GEMM through OpenBLAS (scipy-openblas32: 32-bit integers, symbols prefixed scipy_).
 //
-// fusedrnn runs a single pool of threads (OpenMP): this OpenBLAS instance (private to fusedrnn,
-// NumPy loads its own) is kept single-threaded, and a large product is split into row or column
-// blocks across the pool.  Two pools would take turns busy-waiting on the same cores, and the
-// per-step barriers of the time loop would stall behind the other pool's spinning threads.
+// This OpenBLAS instance (private to fusedrnn, NumPy loads its own) is kept single-threaded, and
+// a large product is split into row or column blocks that fusedrnn's own threads claim one at a
+// time (threading.h: parallel_for).  OpenBLAS's pool would busy-wait on the same cores, and
+// the per-step products of the time loop would stall behind its spinning threads.
 #include "fusedrnn/blas.h"
 
 #include <cblas.h>
@@ -106,27 +106,15 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
       call(ta, tb, m, len, k, alpha, A, la, b, lb, beta, C + b0, lc);
     }
   };
+  // Called from inside a parallel loop (the AVX-512 time loop's threads), stay on this thread.
   const int want = omp_in_parallel() ? 1 : fusedrnn::threads_now();
   const int nt = static_cast<int>(std::min<int64_t>(want, sp.blocks));
   if (nt <= 1) {
     for (int64_t i = 0; i < sp.blocks; ++i) block(i);
     return;
   }
-  fusedrnn::note_pool_started();
-  int64_t work_ns = 0, wait_ns = 0;
-#pragma omp parallel num_threads(nt)
-  {
-    const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
-    const int64_t t0 = tid == 0 ? fusedrnn::now_ns() : 0;
-    for (int64_t i = sp.blocks * tid / cnt; i < sp.blocks * (tid + 1) / cnt; ++i) block(i);
-    if (tid == 0) {
-      const int64_t t1 = fusedrnn::now_ns();
-      work_ns = t1 - t0;
-      wait_ns = -t1;  // completed after the region
-    }
-  }
-  wait_ns += fusedrnn::now_ns();
-  fusedrnn::report_region(nt, work_ns, wait_ns);
+  using Block = decltype(block);
+  fusedrnn::parallel_for(sp.blocks, nt, [](void* b, int64_t i) { (*static_cast<Block*>(b))(i); }, &block);
 }
 
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,

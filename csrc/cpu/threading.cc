@@ -1,6 +1,7 @@
 #include "fusedrnn/threading.h"
 
 #include <pthread.h>
+#include <signal.h>
 #if defined(__linux__)
 #include <sched.h>
 #endif
@@ -9,8 +10,10 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -138,6 +141,142 @@ std::atomic<int64_t> g_backoff{kFirstBackoffNs};
 std::atomic<int64_t> g_last_stall{0};
 std::atomic<int64_t> g_regions{0}, g_stalls{0}, g_fallbacks{0};
 
+// --- the pool ---------------------------------------------------------------------------------
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// How a thread with nothing to do waits: spinning keeps it ready for the next product of a
+// time loop (a few tens of microseconds away), yielding lets another runnable thread have the
+// core, sleeping stops costing anything.
+constexpr int64_t kSpinNs = 50'000;
+constexpr int64_t kYieldNs = 1'000'000;
+
+// One job at a time, described by a single word so that claiming an index is one
+// compare-and-swap: [generation:32 | n:16 | next:16].  A worker that read the word of a job
+// that has since finished cannot claim anything: its compare-and-swap fails.
+constexpr uint64_t kMaxIndices = 0xFFFF;
+uint64_t pack(uint64_t gen, uint64_t n, uint64_t next) { return gen << 32 | n << 16 | next; }
+uint64_t gen_of(uint64_t s) { return s >> 32; }
+uint64_t n_of(uint64_t s) { return (s >> 16) & 0xFFFF; }
+uint64_t next_of(uint64_t s) { return s & 0xFFFF; }
+
+class Pool {
+ public:
+  // Never destroyed: workers may still be waiting when the interpreter shuts down.
+  static Pool& get() {
+    static Pool* p = new Pool;
+    return *p;
+  }
+
+  // False when another thread is using the pool or no worker could be started.
+  bool try_run(int64_t n, int threads, IndexBody body, void* ctx) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    note_pool_started();
+    start_workers(threads - 1);
+    const int helpers = std::min(threads - 1, started_);
+    if (helpers < 1) return false;
+    body_.store(body, std::memory_order_relaxed);
+    ctx_.store(ctx, std::memory_order_relaxed);
+    helpers_.store(helpers, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    const uint64_t fresh = pack(gen_of(state_.load(std::memory_order_relaxed)) + 1, n, 0);
+    state_.store(fresh, std::memory_order_seq_cst);  // publishes the stores above
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      std::lock_guard<std::mutex> hold(sleep_lock_);
+      sleep_cv_.notify_all();
+    }
+    const int64_t t0 = now_ns();
+    int64_t mine = 0;
+    for (uint64_t s = fresh; next_of(s) < n_of(s);) {
+      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        body(ctx, static_cast<int64_t>(next_of(s)));
+        ++mine;
+        s = state_.load(std::memory_order_acquire);
+      }
+    }
+    const int64_t t1 = now_ns();
+    // Only the indices the workers claimed are left; wait for those.
+    for (int i = 0; done_.load(std::memory_order_acquire) != n - mine; ++i) {
+      if (i < 2000) cpu_relax();
+      else std::this_thread::yield();
+    }
+    report_region(helpers + 1, t1 - t0, now_ns() - t1);
+    return true;
+  }
+
+ private:
+  void start_workers(int count) {
+    if (started_ >= count) return;
+    // Workers take no signals: they go to the threads that run Python.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    try {
+      while (started_ < count) {
+        std::thread(&Pool::work, this, started_).detach();
+        ++started_;
+      }
+    } catch (...) {  // the system refused a thread: go on with the ones there are
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+
+  void work(int index) {
+    uint64_t s = state_.load(std::memory_order_acquire);
+    for (;;) {
+      const bool open = next_of(s) < n_of(s);
+      if (open && index < helpers_.load(std::memory_order_relaxed)) {
+        // Read before the claim: a successful claim proves they belong to this job.
+        const IndexBody body = body_.load(std::memory_order_relaxed);
+        void* const ctx = ctx_.load(std::memory_order_relaxed);
+        if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+          body(ctx, static_cast<int64_t>(next_of(s)));
+          done_.fetch_add(1, std::memory_order_release);
+          s = state_.load(std::memory_order_acquire);
+        }
+        continue;
+      }
+      // Nothing to claim (or not asked to help with this job): wait for the next change,
+      // respectively the next job.
+      s = wait_for_change(s, open);
+    }
+  }
+
+  uint64_t wait_for_change(uint64_t s, bool next_job_only) {
+    auto changed = [&](uint64_t now) { return next_job_only ? gen_of(now) != gen_of(s) : now != s; };
+    const int64_t t0 = now_ns();
+    for (int i = 1;; ++i) {
+      const uint64_t now = state_.load(std::memory_order_acquire);
+      if (changed(now)) return now;
+      const int64_t waited = (i & 63) == 0 ? now_ns() - t0 : 0;
+      if (waited > kYieldNs) break;
+      if (waited > kSpinNs || i > 1 << 20) std::this_thread::yield();
+      else cpu_relax();
+    }
+    std::unique_lock<std::mutex> hold(sleep_lock_);
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    uint64_t now;
+    while (!changed(now = state_.load(std::memory_order_seq_cst))) sleep_cv_.wait(hold);
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    return now;
+  }
+
+  std::mutex busy_;  // held by the thread whose job the pool runs
+  int started_ = 0;  // workers started (under busy_)
+  alignas(64) std::atomic<uint64_t> state_{0};
+  std::atomic<IndexBody> body_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<int> helpers_{0};  // workers 0 .. helpers_-1 take part in the current job
+  alignas(64) std::atomic<int64_t> done_{0};  // indices the workers finished
+  alignas(64) std::atomic<int> sleepers_{0};
+  std::mutex sleep_lock_;
+  std::condition_variable sleep_cv_;
+};
+
 thread_local struct {
   InterruptPoll poll = nullptr;
   void* ctx = nullptr;
@@ -209,6 +348,14 @@ void report_region(int threads, int64_t work_ns, int64_t wait_ns) {
   g_backoff.store(backoff, std::memory_order_relaxed);
   g_contended_until.store(now + backoff, std::memory_order_relaxed);
   g_fallbacks.fetch_add(1, std::memory_order_relaxed);
+}
+
+void parallel_for(int64_t n, int threads, IndexBody body, void* ctx) {
+  if (n <= 0) return;
+  if (threads > 1 && n > 1 && static_cast<uint64_t>(n) <= kMaxIndices &&
+      Pool::get().try_run(n, static_cast<int>(std::min<int64_t>(threads, n)), body, ctx))
+    return;
+  for (int64_t i = 0; i < n; ++i) body(ctx, i);
 }
 
 ContentionStats contention_stats() {
