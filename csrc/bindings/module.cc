@@ -47,6 +47,8 @@ PYBIND11_MODULE(_core, m) {
     r["contended"] = s.contended;
     return r;
   }, "Parallel regions run, stalls seen, fallbacks to one thread, and whether one is on now.");
+  m.def("set_contention_guard", &set_contention_guard, py::arg("on"),
+        "Off: always use the threads asked for, even on contended cores (for tests).");
   m.def("threads_disabled_by_fork", &threads_disabled_by_fork,
         "True in a process forked after the kernels' thread pool started: it runs on one thread.");
   m.def("blas_num_threads", &blas::num_threads, "Threads of the BLAS's own pool (kept at 1).");

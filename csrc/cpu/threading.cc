@@ -136,6 +136,7 @@ constexpr int64_t kStallNs = 500'000;
 constexpr int64_t kFirstBackoffNs = 100'000'000;   // 0.1 s on one thread after a stall
 constexpr int64_t kMaxBackoffNs = 3'200'000'000;   // doubling while the stalls go on
 
+std::atomic<bool> g_guard{true};
 std::atomic<int64_t> g_contended_until{0};
 std::atomic<int64_t> g_backoff{kFirstBackoffNs};
 std::atomic<int64_t> g_last_stall{0};
@@ -329,7 +330,7 @@ int64_t now_ns() {
 
 int threads_now() {
   const int n = num_threads();
-  if (n <= 1) return n;
+  if (n <= 1 || !g_guard.load(std::memory_order_relaxed)) return n;
   return now_ns() < g_contended_until.load(std::memory_order_relaxed) ? 1 : n;
 }
 
@@ -356,6 +357,11 @@ void parallel_for(int64_t n, int threads, IndexBody body, void* ctx) {
       Pool::get().try_run(n, static_cast<int>(std::min<int64_t>(threads, n)), body, ctx))
     return;
   for (int64_t i = 0; i < n; ++i) body(ctx, i);
+}
+
+void set_contention_guard(bool on) {
+  g_guard.store(on);
+  if (!on) g_contended_until.store(0);
 }
 
 ContentionStats contention_stats() {

@@ -54,6 +54,8 @@ int threads_now();  // num_threads(), or 1 while the cores are contended
 // for the others `wait_ns`.
 void report_region(int threads, int64_t work_ns, int64_t wait_ns);
 int64_t now_ns();   // monotonic clock
+// On by default; tests turn it off to make sure the threads they ask for are used.
+void set_contention_guard(bool on);
 struct ContentionStats {
   int64_t regions = 0, stalls = 0, fallbacks = 0;
   bool contended = false;
