@@ -250,12 +250,16 @@ class Pool {
   uint64_t wait_for_change(uint64_t s, bool next_job_only) {
     auto changed = [&](uint64_t now) { return next_job_only ? gen_of(now) != gen_of(s) : now != s; };
     const int64_t t0 = now_ns();
+    bool yielding = false;
     for (int i = 1;; ++i) {
       const uint64_t now = state_.load(std::memory_order_acquire);
       if (changed(now)) return now;
-      const int64_t waited = (i & 63) == 0 ? now_ns() - t0 : 0;
-      if (waited > kYieldNs) break;
-      if (waited > kSpinNs || i > 1 << 20) std::this_thread::yield();
+      if ((i & 63) == 0) {  // the clock now and then
+        const int64_t waited = now_ns() - t0;
+        if (waited > kYieldNs) break;
+        yielding = waited > kSpinNs;
+      }
+      if (yielding) std::this_thread::yield();
       else cpu_relax();
     }
     std::unique_lock<std::mutex> hold(sleep_lock_);
