@@ -19,7 +19,7 @@ _SCRIPT = textwrap.dedent("""
     threads = int(sys.argv[1])
     fusedrnn.set_num_threads(threads)
     rng = np.random.default_rng(0)
-    T, B, H = 700, 64, 256           # over a second per call on two cores
+    T, B, H = 2000, 64, 256          # seconds per call on two cores
     x = rng.standard_normal((T, B, H)).astype(np.float32)
     w_ih = (rng.standard_normal((4 * H, H)) * 0.05).astype(np.float32)
     w_hh = (rng.standard_normal((4 * H, H)) * 0.05).astype(np.float32)

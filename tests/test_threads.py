@@ -184,8 +184,8 @@ def _run_cell(cell, dtype, threads, seed, lengths=None, reverse=False, proj=Fals
     """Forward and every gradient of one training step at `threads` threads."""
     rng = np.random.default_rng(seed)
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
-    # per-step and whole-sequence products both split into blocks
-    T, B, I, H = 9, 40, 56, (96 if G > 1 else 200)
+    # per-step and whole-sequence products both split into blocks (>= 2 x 256 rows or columns)
+    T, B, I, H = 9, 64, 56, {"lstm": 128, "gru": 176, "rnn": 512}[cell]
     P = 48 if proj else H
     x = rng.standard_normal((T, B, I)).astype(dtype)
     w_ih = (rng.standard_normal((G * H, I)) * 0.1).astype(dtype)
@@ -233,7 +233,7 @@ def no_contention_guard():
 @pytest.mark.parametrize("cell,extra", _CELLS)
 @pytest.mark.parametrize("variant", ["full", "lengths", "reverse", "lengths+reverse"])
 def test_bit_identical_at_one_and_two_threads(cell, extra, dtype, variant, no_contention_guard):
-    lengths = np.array([9, 3, 7, 1] * 10, dtype=np.int64) if "lengths" in variant else None
+    lengths = np.array([9, 3, 7, 1] * 16, dtype=np.int64) if "lengths" in variant else None
     reverse = "reverse" in variant
     regions = fusedrnn._core.contention_stats()["regions"]
     one = _run_cell(cell, dtype, 1, 7, lengths, reverse, **extra)

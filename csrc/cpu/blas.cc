@@ -48,9 +48,12 @@ void call(bool ta, bool tb, blasint M, blasint N, blasint K, double alpha, const
 
 // Below this many flops a product is one BLAS call.
 constexpr double kSplitFlops = 4e6;
-// Larger products are cut into blocks of about this many flops (at most kMaxBlocks), in
-// multiples of 16 rows or columns, which keeps the pieces aligned with the BLAS kernels.
+// Larger products are cut into blocks of at least this many flops and at least kMinBlockUnits
+// * 16 rows or columns (multiples of 16 keep the pieces aligned with the BLAS kernels), at most
+// kMaxBlocks.  Every block re-packs the operand the blocks share: below ~256 rows or columns
+// that costs more than one thread gains from the split.
 constexpr double kBlockFlops = 4e6;
+constexpr int64_t kMinBlockUnits = 16;
 constexpr int64_t kMaxBlocks = 32;
 
 // Keep the library itself single-threaded from the first use on.
@@ -77,7 +80,8 @@ Split split_of(int64_t M, int64_t N, int64_t K) {
   const double flops = 2.0 * M * N * K;
   if (flops < kSplitFlops) return s;
   const int64_t units = (s.extent + 15) / 16;
-  s.blocks = std::max<int64_t>(1, std::min({units, kMaxBlocks, static_cast<int64_t>(flops / kBlockFlops)}));
+  s.blocks = std::max<int64_t>(
+      1, std::min({units / kMinBlockUnits, kMaxBlocks, static_cast<int64_t>(flops / kBlockFlops)}));
   return s;
 }
 

@@ -168,7 +168,7 @@ void whole_sequence_gradients(const Seq& q, const Cell& cell, const Weights<T>& 
                               const BackwardArgs<T>& a, const T* dgi, const T* dgh,
                               bool bias_done = false) {
   const int64_t TB = q.T * q.B, GH = Cell::kGates * q.H, I = q.I, W = cell.width();
-  throw_if_interrupted();
+  throw_if_interrupted(/*before_long_work=*/true);
   blas::gemm<T>(false, false, TB, I, GH, T(1), dgi, GH, w.w_ih, I, T(0), a.dx, I);
   // Padded steps of x are never read: a NaN there must not reach dW_ih through 0 * NaN.
   const T* x = a.x;
@@ -181,9 +181,9 @@ void whole_sequence_gradients(const Seq& q, const Cell& cell, const Weights<T>& 
     zero_padding(q, x_clean.data(), I);
     x = x_clean.data();
   }
-  throw_if_interrupted();
+  throw_if_interrupted(/*before_long_work=*/true);
   blas::gemm<T>(true, false, GH, I, TB, T(1), dgi, GH, x, I, T(0), a.dw_ih, I);
-  throw_if_interrupted();
+  throw_if_interrupted(/*before_long_work=*/true);
   blas::gemm<T>(true, false, GH, q.P, TB, T(1), dgh, GH, a.ws + cell.off_hprev(), W, T(0), a.dw_hh, q.P);
   if (!bias_done) {
     column_sums(dgi, TB, GH, a.db_ih);

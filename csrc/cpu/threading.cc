@@ -282,10 +282,16 @@ class Pool {
   std::condition_variable sleep_cv_;
 };
 
+// The clock is read every `stride` calls of interrupt_requested(): the stride doubles while
+// calls come less than kFastCallNs apart (loops of tiny steps) and halves when they do not.
+constexpr int64_t kFastCallNs = 200'000;
+constexpr int kMaxStride = 1024;
+
 thread_local struct {
   InterruptPoll poll = nullptr;
   void* ctx = nullptr;
-  int64_t next = 0;
+  int64_t next = 0, last = 0;
+  int calls = 0, stride = 1;
   bool hit = false;
 } t_interrupt;
 
@@ -381,7 +387,10 @@ InterruptScope::InterruptScope(InterruptPoll poll, void* ctx)
     : saved_poll_(t_interrupt.poll), saved_ctx_(t_interrupt.ctx) {
   t_interrupt.poll = poll;
   t_interrupt.ctx = ctx;
-  t_interrupt.next = now_ns() + kPollIntervalNs;  // calls shorter than one interval never poll
+  t_interrupt.last = now_ns();
+  t_interrupt.next = t_interrupt.last + kPollIntervalNs;  // calls shorter than that never poll
+  t_interrupt.calls = 0;
+  t_interrupt.stride = 1;
   t_interrupt.hit = false;
 }
 
@@ -391,11 +400,19 @@ InterruptScope::~InterruptScope() {
   t_interrupt.hit = false;
 }
 
-bool interrupt_requested() {
+bool interrupt_requested(bool before_long_work) {
   auto& s = t_interrupt;
   if (!s.poll) return false;
   if (s.hit) return true;
+  if (++s.calls < s.stride && !before_long_work) return false;
+  const int calls = s.calls;
+  s.calls = 0;
   const int64_t t = now_ns();
+  const int64_t per_call = (t - s.last) / calls;
+  s.last = t;
+  if (per_call * kMaxStride < kFastCallNs) s.stride = kMaxStride;
+  else if (per_call * s.stride * 2 < kFastCallNs) s.stride *= 2;
+  else if (s.stride > 1 && per_call * s.stride > 2 * kFastCallNs) s.stride /= 2;
   if (t < s.next) return false;
   s.next = t + kPollIntervalNs;
   s.hit = s.poll(s.ctx);

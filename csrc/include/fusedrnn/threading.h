@@ -85,9 +85,12 @@ class InterruptScope {
   InterruptPoll saved_poll_;
   void* saved_ctx_;
 };
-bool interrupt_requested();
-inline void throw_if_interrupted() {
-  if (interrupt_requested()) throw Interrupted();
+// In a loop of similar steps the clock is read only every few calls (tiny steps would notice
+// it); before_long_work reads it now, for a call followed by much more work than the ones
+// before it.
+bool interrupt_requested(bool before_long_work = false);
+inline void throw_if_interrupted(bool before_long_work = false) {
+  if (interrupt_requested(before_long_work)) throw Interrupted();
 }
 
 }  // namespace fusedrnn
