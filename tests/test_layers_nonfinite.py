@@ -80,20 +80,12 @@ def _reference(cell, w, c0, dout, lengths):
     return out, h, c, grads
 
 
-# Known kernel limitation (csrc, backward with lengths): a finished sequence's running dh is
-# recomputed as 0 @ w_hh on its padded steps instead of being carried, so an infinite
-# recurrent weight makes it 0 * inf = NaN, which reaches dx at the sequence's last valid step.
-# Strict, so a fix shows up here.
-_KERNEL_DH_LEAK = pytest.mark.xfail(strict=True, reason="kernel: padded rows' dh = 0 @ w_hh, NaN with inf weights")
-
-
 def _marked_cases():
+    # Padded cases with an infinite recurrent weight check that a finished sequence's running dh
+    # is carried, not recomputed as 0 @ w_hh (= NaN) on its padded steps.
     for cell, target, value in _cases():
         for lengths in (None, (5, 3, 4)):
-            # (the GRU -inf case puts it where the saturated gate hides the NaN)
-            leak = lengths is not None and target == "weight_hh_l0" and np.isinf(value) \
-                and not (cell == "gru" and value < 0)
-            yield pytest.param(cell, target, value, lengths, marks=[_KERNEL_DH_LEAK] if leak else [],
+            yield pytest.param(cell, target, value, lengths,
                                id=f"{cell}-{target}-{value}-{'padded' if lengths else 'full'}")
 
 

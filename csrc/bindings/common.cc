@@ -5,6 +5,40 @@
 
 namespace fusedrnn::bind {
 
+namespace {
+
+bool is_main_thread() {
+  static const unsigned long main_ident =
+      py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+  return PyThread_get_thread_ident() == main_ident;
+}
+
+// Called by the kernel's calling thread, which released the GIL: take it for a moment.
+bool poll_signals(void*) {
+  const PyGILState_STATE state = PyGILState_Ensure();
+  const bool stop = PyErr_CheckSignals() != 0;  // the handler's exception stays set
+  PyGILState_Release(state);
+  return stop;
+}
+
+}  // namespace
+
+void run_kernel(void (*kernel)(void*), void* args) {
+  try {
+    InterruptScope scope(is_main_thread() ? &poll_signals : nullptr, nullptr);
+    py::gil_scoped_release nogil;
+    kernel(args);
+  } catch (const Interrupted&) {
+    if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw py::error_already_set();
+  } catch (const mem::OutOfMemory&) {
+    throw;  // MemoryError with its message
+  } catch (const std::bad_alloc&) {  // a small allocation of the standard library
+    PyErr_SetString(PyExc_MemoryError, "fusedrnn: out of memory for the kernel's scratch memory");
+    throw py::error_already_set();
+  }
+}
+
 Seq geometry(const CellSpec& cell, const py::array& x, const py::array& w_ih, const py::object& w_hr,
              const py::object& lengths, bool reverse,
              std::vector<int64_t>& lengths_store) {
@@ -83,16 +117,14 @@ py::tuple forward(const CellSpec& cell, const py::array& x, const py::array& w_i
     c_n = c;
   }
   if (training) {
-    auto w_s = empty<T>({q.T, q.B, cell.ws_width(q.H, q.P, proj)});
+    auto w_s = empty<T>({q.T, q.B, cell.ws_width(q.H, q.P, proj)}, "the training workspace");
     a.ws = data(w_s);
     ws = w_s;
   }
   const auto& k = cpu::kernels<T>();
   const auto fn = cell.gates == 4 ? k.lstm_forward : cell.gates == 3 ? k.gru_forward : k.rnn_forward;
-  {
-    py::gil_scoped_release nogil;
-    fn(q, act, w, a, training);
-  }
+  auto call = [&] { fn(q, act, w, a, training); };
+  run_kernel(call);
   return py::make_tuple(out, h_n, c_n, ws);
 }
 
@@ -143,10 +175,8 @@ py::tuple backward(const CellSpec& cell, const py::array& x, const py::array& w_
   }
   const auto& k = cpu::kernels<T>();
   const auto fn = cell.gates == 4 ? k.lstm_backward : cell.gates == 3 ? k.gru_backward : k.rnn_backward;
-  {
-    py::gil_scoped_release nogil;
-    fn(q, act, w, a);
-  }
+  auto call = [&] { fn(q, act, w, a); };
+  run_kernel(call);
   return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr);
 }
 

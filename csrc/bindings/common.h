@@ -15,6 +15,7 @@
 #include "fusedrnn/common.h"
 #include "cpu/kernels.h"
 #include "cpu/memory.h"
+#include "cpu/threading.h"
 
 namespace fusedrnn::bind {
 
@@ -76,11 +77,15 @@ const T* checked(const py::array& a, const char* name, const std::vector<int64_t
 
 // An uninitialised array whose memory comes from the block cache and goes back to it when
 // the array is freed (large outputs and workspaces are then not page-faulted in every call).
+// `purpose` names it in the MemoryError raised when it cannot be allocated.
 template <typename T>
-py::array_t<T> empty(const std::vector<int64_t>& shape) {
-  size_t n = 1;
-  for (int64_t d : shape) n *= static_cast<size_t>(d);
-  void* p = mem::acquire(n * sizeof(T));
+py::array_t<T> empty(const std::vector<int64_t>& shape, const char* purpose = "an output array") {
+  size_t bytes = sizeof(T);
+  for (int64_t d : shape)
+    if (__builtin_mul_overflow(bytes, static_cast<size_t>(d), &bytes)) bytes = static_cast<size_t>(-1);
+  const std::string what = std::string(purpose) + " " + shape_str(shape) + " of " +
+                           std::string(py::str(py::dtype::of<T>()));
+  void* p = mem::acquire(bytes, what.c_str());
   py::capsule owner(p, [](void* q) { mem::release(q); });
   return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()), static_cast<T*>(p), owner);
 }
@@ -131,5 +136,15 @@ py::tuple by_dtype(const py::array& x, F32&& f32, F64&& f64) {
 }
 
 void bind_cell(py::module_& m, const CellSpec& cell, bool with_activation);
+
+// Runs a kernel call without the GIL.  A call made from the main thread polls for signals
+// every ~25 ms of work (taking the GIL for a moment); a pending Ctrl-C stops the kernel, which
+// frees what it holds, and its KeyboardInterrupt (or whatever the signal handler raised) is
+// raised here.  Calls from other threads cannot receive signals and never take the GIL.
+void run_kernel(void (*kernel)(void*), void* args);
+template <class F>
+void run_kernel(F& f) {
+  run_kernel([](void* p) { (*static_cast<F*>(p))(); }, &f);
+}
 
 }  // namespace fusedrnn::bind

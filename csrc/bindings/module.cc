@@ -30,6 +30,28 @@ PYBIND11_MODULE(_core, m) {
     if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
     set_num_threads(n);
   }, py::arg("n"), "Threads for the kernels (time loop and split BLAS products).");
+  m.def("thread_default", [] {
+    const ThreadDefault& d = thread_default();
+    py::dict r;
+    r["threads"] = d.threads;
+    r["cpus"] = d.cpus;
+    r["source"] = d.source;
+    r["problem"] = d.problem;
+    return r;
+  }, "How the default thread count was chosen (see fusedrnn.build_info()).");
+  m.def("cgroup_cpu_limit", &cgroup_cpu_limit, py::arg("root"),
+        "ceil(quota / period) of the cgroup CPU files under root, 0 when unlimited (for tests).");
+  m.def("contention_stats", [] {
+    const ContentionStats s = contention_stats();
+    py::dict r;
+    r["regions"] = s.regions;
+    r["stalls"] = s.stalls;
+    r["fallbacks"] = s.fallbacks;
+    r["contended"] = s.contended;
+    return r;
+  }, "Parallel regions run, stalls seen, fallbacks to one thread, and whether one is on now.");
+  m.def("set_contention_guard", &set_contention_guard, py::arg("on"),
+        "Off: always use the threads asked for, even on contended cores (for tests).");
   m.def("threads_disabled_by_fork", &threads_disabled_by_fork,
         "True in a process forked after the kernels' thread pool started: it runs on one thread.");
   m.def("blas_num_threads", &blas::num_threads, "Threads of the BLAS's own pool (kept at 1).");

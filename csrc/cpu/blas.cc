@@ -1,9 +1,9 @@
 // GEMM through OpenBLAS (scipy-openblas32: 32-bit integers, symbols prefixed scipy_).
 //
-// fusedrnn runs a single pool of threads (OpenMP): this OpenBLAS instance (private to fusedrnn,
-// NumPy loads its own) is kept single-threaded, and a large product is split into row or column
-// blocks across the pool.  Two pools would take turns busy-waiting on the same cores, and the
-// per-step barriers of the time loop would stall behind the other pool's spinning threads.
+// This OpenBLAS instance (private to fusedrnn, NumPy loads its own) is kept single-threaded, and
+// a large product is split into row or column blocks that fusedrnn's own threads claim one at a
+// time (threading.h: parallel_for).  OpenBLAS's pool would busy-wait on the same cores, and
+// the per-step products of the time loop would stall behind its spinning threads.
 #include "blas.h"
 
 #include <cblas.h>
@@ -46,14 +46,44 @@ void call(bool ta, bool tb, blasint M, blasint N, blasint K, double alpha, const
   scipy_cblas_dgemm(CblasRowMajor, op(ta), op(tb), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-// Below this many flops a product runs on the calling thread.
-constexpr double kParallelFlops = 4e6;
+// Below this many flops a product is one BLAS call.
+constexpr double kSplitFlops = 4e6;
+// Larger products are cut into blocks of at least this many flops and at least kMinBlockUnits
+// * 16 rows or columns (multiples of 16 keep the pieces aligned with the BLAS kernels), at most
+// kMaxBlocks.  Every block re-packs the operand the blocks share: below ~256 rows or columns
+// that costs more than one thread gains from the split.
+constexpr double kBlockFlops = 4e6;
+constexpr int64_t kMinBlockUnits = 16;
+constexpr int64_t kMaxBlocks = 32;
 
 // Keep the library itself single-threaded from the first use on.
 const bool g_single = [] {
   scipy_openblas_set_num_threads(1);
   return true;
 }();
+
+// The blocks of a product depend on its shape alone, never on the thread count: every thread
+// count makes the same BLAS calls, so every element of C is summed in the same order and the
+// results are bit-identical whatever the threads (threads only choose who runs which block).
+struct Split {
+  bool rows;        // blocks of rows of C (else of columns)
+  int64_t extent;   // rows or columns being split
+  int64_t blocks;   // 1: a single call
+  int64_t begin(int64_t i) const {
+    const int64_t units = (extent + 15) / 16;
+    return std::min(extent, units * i / blocks * 16);
+  }
+};
+
+Split split_of(int64_t M, int64_t N, int64_t K) {
+  Split s{M >= N, M >= N ? M : N, 1};
+  const double flops = 2.0 * M * N * K;
+  if (flops < kSplitFlops) return s;
+  const int64_t units = (s.extent + 15) / 16;
+  s.blocks = std::max<int64_t>(
+      1, std::min({units / kMinBlockUnits, kMaxBlocks, static_cast<int64_t>(flops / kBlockFlops)}));
+  return s;
+}
 
 }  // namespace
 
@@ -66,33 +96,35 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
   // Checked before any thread starts: nothing below may throw.
   const blasint m = dim(M), n = dim(N), k = dim(K), la = dim(lda), lb = dim(ldb), lc = dim(ldc);
-  const int want = fusedrnn::num_threads();
-  if (want <= 1 || 2.0 * M * N * K < kParallelFlops || omp_in_parallel()) {
-    call(ta, tb, m, n, k, alpha, A, la, B, lb, beta, C, lc);
+  const Split sp = split_of(M, N, K);
+  // Block i of the split, on whichever thread runs it.
+  auto block = [&](int64_t i) noexcept {
+    const int64_t b0 = sp.begin(i), b1 = sp.begin(i + 1);
+    if (b1 <= b0) return;
+    const blasint len = static_cast<blasint>(b1 - b0);
+    if (sp.rows) {
+      const T* a = ta ? A + b0 : A + b0 * lda;  // rows b0.. of op(A)
+      call(ta, tb, len, n, k, alpha, a, la, B, lb, beta, C + b0 * ldc, lc);
+    } else {
+      const T* b = tb ? B + b0 * ldb : B + b0;  // columns b0.. of op(B)
+      call(ta, tb, m, len, k, alpha, A, la, b, lb, beta, C + b0, lc);
+    }
+  };
+  // Called from inside a parallel loop (the AVX-512 time loop's threads), stay on this thread.
+  const bool nested = omp_in_parallel();
+  const int want = nested ? 1 : fusedrnn::threads_now();
+  const int nt = static_cast<int>(std::min<int64_t>(want, sp.blocks));
+  if (nt <= 1) {
+    for (int64_t i = 0; i < sp.blocks; ++i) {
+      // A whole-sequence product can take a second: Ctrl-C is honoured between its blocks
+      // (never inside a parallel region, where nothing may throw).
+      if (i > 0 && !nested) fusedrnn::throw_if_interrupted();
+      block(i);
+    }
     return;
   }
-  const bool split_rows = M >= N;
-  const int64_t extent = split_rows ? M : N;
-  const int nt = static_cast<int>(std::min<int64_t>(want, (extent + 15) / 16));
-  if (nt > 1) fusedrnn::note_pool_started();
-#pragma omp parallel num_threads(nt)
-  {
-    const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
-    // Blocks in multiples of 16 rows/columns keep the pieces aligned with the BLAS kernels.
-    const int64_t units = (extent + 15) / 16;
-    const int64_t b0 = std::min(extent, units * tid / cnt * 16);
-    const int64_t b1 = std::min(extent, units * (tid + 1) / cnt * 16);
-    if (b1 > b0) {
-      const blasint len = static_cast<blasint>(b1 - b0);
-      if (split_rows) {
-        const T* a = ta ? A + b0 : A + b0 * lda;  // rows b0.. of op(A)
-        call(ta, tb, len, n, k, alpha, a, la, B, lb, beta, C + b0 * ldc, lc);
-      } else {
-        const T* b = tb ? B + b0 * ldb : B + b0;  // columns b0.. of op(B)
-        call(ta, tb, m, len, k, alpha, A, la, b, lb, beta, C + b0, lc);
-      }
-    }
-  }
+  using Block = decltype(block);
+  fusedrnn::parallel_for(sp.blocks, nt, [](void* b, int64_t i) { (*static_cast<Block*>(b))(i); }, &block);
 }
 
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,

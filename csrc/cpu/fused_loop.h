@@ -66,6 +66,32 @@ inline void add_row(float* __restrict dst, const float* __restrict src, int64_t 
   for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
 }
 
+// What a parallel time loop shares besides its barrier: the step at which the calling thread
+// saw an interrupt (every thread leaves after that step's barrier, so all leave together), and
+// how long the calling thread worked and waited (for the contention guard, threading.h).
+struct LoopControl {
+  std::atomic<int64_t> stop_step{-1};
+  int64_t start = 0, waited = 0;
+
+  // The calling thread (tid 0) only: poll for an interrupt before the barrier of step s.
+  void poll(int tid, int64_t s) {
+    if (tid == 0 && fusedrnn::interrupt_requested()) stop_step.store(s, std::memory_order_relaxed);
+  }
+  void wait(StepBarrier& barrier, int tid) {
+    if (tid != 0) return barrier.wait();
+    const int64_t t0 = fusedrnn::now_ns();
+    barrier.wait();
+    waited += fusedrnn::now_ns() - t0;
+  }
+  // After the barrier of step s (the barrier orders the store before every thread's load).
+  bool stop(int64_t s) const { return stop_step.load(std::memory_order_relaxed) == s; }
+  // After the region, on the calling thread.
+  void finish(int threads) {
+    fusedrnn::report_region(threads, fusedrnn::now_ns() - start - waited, waited);
+    if (stop_step.load() >= 0) throw fusedrnn::Interrupted();
+  }
+};
+
 // Contiguous share [begin, end) of n items for thread tid of nt.
 inline void share(int64_t n, int tid, int nt, int64_t& begin, int64_t& end) {
   begin = n * tid / nt;
@@ -73,8 +99,9 @@ inline void share(int64_t n, int tid, int nt, int64_t& begin, int64_t& end) {
 }
 
 // Threads worth using for a step of `flops`: below ~0.2 MFLOP a barrier costs more than it saves.
+// One while the cores are found contended (threading.h).
 inline int threads_for(int64_t flops, int64_t blocks) {
-  const int want = fusedrnn::num_threads();
+  const int want = fusedrnn::threads_now();
   if (flops < 200000) return 1;
   const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, blocks)));
   if (nt > 1) fusedrnn::note_pool_started();
@@ -99,7 +126,8 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<float>& w,
   const int64_t npan = (H + U - 1) / U, ld = npan * NR;
 
   const int64_t chunk = projection_chunk(q);
-  packed::Buffer wih(npan * I * NR), whh(npan * H * NR), xp(chunk * B * ld), hp(B * ld);
+  packed::Buffer wih(npan * I * NR, "packed input weights"), whh(npan * H * NR, "packed recurrent weights"),
+      xp(chunk * B * ld, "the input projection"), hp(B * ld, "the recurrent products");
   std::vector<float> h(a.h0, a.h0 + B * H), h_next(B * H), c, c_next;
   if constexpr (Cell::kHasCell) {
     c.assign(a.c0, a.c0 + B * H);
@@ -110,12 +138,18 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<float>& w,
   const int nt = threads_for(2 * B * G * H * (H + I), npan);
 
   StepBarrier barrier;
+  LoopControl ctl;
+  int team = 1;
+  ctl.start = fusedrnn::now_ns();
 
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();
 #pragma omp single
-    barrier.reset(omp_get_num_threads());  // the team may be smaller than asked for
+    {
+      team = omp_get_num_threads();  // the team may be smaller than asked for
+      barrier.reset(team);
+    }
     int64_t p0, p1;
     share(npan, tid, omp_get_num_threads(), p0, p1);
     // Panel p, column c = gate * U + u  <-  weight row gate * H + p * U + u.
@@ -167,7 +201,9 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<float>& w,
       }
       std::swap(hc, hn);
       if constexpr (Cell::kHasCell) std::swap(cc, cn);
-      barrier.wait();
+      ctl.poll(tid, s);
+      ctl.wait(barrier, tid);
+      if (ctl.stop(s)) break;
     }
     const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U);
     for (int64_t b = 0; b < B; ++b) {
@@ -175,6 +211,7 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<float>& w,
       if constexpr (Cell::kHasCell) copy_row(a.c_n + b * H + j0, cc + b * H + j0, j1 - j0);
     }
   }
+  ctl.finish(team);
 }
 
 template <class Cell>
@@ -188,13 +225,14 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
 
   // Gate gradients [T, B, G*H]: every reached row is written below, so only the padded rows
   // need zeros (the whole-sequence GEMMs read them).
-  packed::Buffer dgi(TB * GH), dgh_own(Cell::kSeparateDgh ? TB * GH : 0);
+  packed::Buffer dgi(TB * GH, "gate gradients"), dgh_own(Cell::kSeparateDgh ? TB * GH : 0, "gate gradients");
   float* dgh = Cell::kSeparateDgh ? dgh_own.data() : dgi.data();
   zero_padding(q, dgi.data(), GH);
   if constexpr (Cell::kSeparateDgh) zero_padding(q, dgh, GH);
   zero_row(a.db_ih, GH);
   zero_row(a.db_hh, GH);
-  packed::Buffer whh(npan * GH * U), step0(B * GH), step1(B * GH);
+  packed::Buffer whh(npan * GH * U, "packed recurrent weights"), step0(B * GH, "step gradients"),
+      step1(B * GH, "step gradients");
   std::vector<float> dh(B * ldh, 0.0f), dh_next(B * ldh, 0.0f), dc, dc_next;
   for (int64_t b = 0; b < B; ++b) copy_row(dh.data() + b * ldh, a.dh_n + b * H, H);
   if constexpr (Cell::kHasCell) {
@@ -203,14 +241,20 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
   }
   const int nt = threads_for(2 * B * GH * H, npan);
   // Allocated before the parallel region: nothing inside it may throw.
-  packed::Buffer dtot_all(ldh);
+  packed::Buffer dtot_all(ldh, "step gradients");
   StepBarrier barrier;
+  LoopControl ctl;
+  int team = 1;
+  ctl.start = fusedrnn::now_ns();
 
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();
 #pragma omp single
-    barrier.reset(omp_get_num_threads());
+    {
+      team = omp_get_num_threads();
+      barrier.reset(team);
+    }
     int64_t p0, p1;
     share(npan, tid, omp_get_num_threads(), p0, p1);
     // dh = dG W_hh: panel p holds columns p*U.. of W_hh [GH, H].
@@ -252,9 +296,14 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
           }
         }
       }
-      barrier.wait();
+      ctl.poll(tid, s);
+      ctl.wait(barrier, tid);
+      if (ctl.stop(s)) break;
       for (int64_t p = p0; p < p1; ++p)
         packed::panel_gemm<NV>(B, GH, step, GH, whh.data() + p * GH * U, dhn + p * U, ldh, true);
+      if (q.lengths)  // finished rows keep their gradient (0 * inf in W_hh must not reach it)
+        for (int64_t b = 0; b < B; ++b)
+          if (q.time_of(s, b) < 0) copy_row(dhn + b * ldh + j0, dhc + b * ldh + j0, nj);
       std::swap(dhc, dhn);
       if constexpr (Cell::kHasCell) std::swap(dcc, dcn);
     }
@@ -263,6 +312,7 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
       if constexpr (Cell::kHasCell) copy_row(a.dc0 + b * H + j0, dcc + b * H + j0, nj);
     }
   }
+  ctl.finish(team);
 
   if constexpr (!Cell::kSeparateDgh) copy_row(a.db_hh, a.db_ih, GH);
   whole_sequence_gradients(q, cell, w, a, dgi.data(), dgh, /*bias_done=*/true);

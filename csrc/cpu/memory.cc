@@ -4,6 +4,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <string>
 #include <unordered_map>
 
 namespace fusedrnn::mem {
@@ -26,17 +27,31 @@ Pool& pool() {
   return *p;
 }
 
-void* system_alloc(size_t bytes) {
+// `asked`: the size the caller asked for, before rounding (the error names it).
+void* system_alloc(size_t bytes, size_t asked, const char* purpose) {
   void* p = std::aligned_alloc(64, bytes);
-  if (!p) throw std::bad_alloc();
+  if (!p) {
+    // Idle blocks may be what stands in the way: give them back and try once more.
+    empty_cache();
+    p = std::aligned_alloc(64, bytes);
+  }
+  if (!p) throw OutOfMemory(asked, purpose);
   return p;
 }
 
 }  // namespace
 
-void* acquire(size_t bytes) {
+OutOfMemory::OutOfMemory(size_t bytes, const char* purpose) : bytes_(bytes) {
+  msg_ = "fusedrnn: cannot allocate " + std::to_string(bytes) + " bytes (" +
+         std::to_string(bytes >> 20) + " MiB) for " + purpose;
+}
+
+void* acquire(size_t bytes, const char* purpose) {
+  constexpr size_t kLargest = static_cast<size_t>(1) << 62;
+  if (bytes > kLargest) throw OutOfMemory(bytes, purpose);
+  const size_t asked = bytes;
   bytes = bytes ? ((bytes + 63) / 64) * 64 : 64;
-  if (bytes < kSmall) return system_alloc(bytes);
+  if (bytes < kSmall) return system_alloc(bytes, asked, purpose);
   bytes = ((bytes + kGrain - 1) / kGrain) * kGrain;
   Pool& P = pool();
   {
@@ -50,13 +65,13 @@ void* acquire(size_t bytes) {
       return p;
     }
   }
-  void* p = system_alloc(bytes);
+  void* p = system_alloc(bytes, asked, purpose);
   try {
     std::lock_guard<std::mutex> hold(P.lock);
     P.size[p] = bytes;
   } catch (...) {
     std::free(p);
-    throw;
+    throw OutOfMemory(asked, purpose);
   }
   return p;
 }

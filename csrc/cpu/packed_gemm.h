@@ -20,21 +20,7 @@
 namespace fusedrnn::cpu::FUSEDRNN_ISA::packed {
 
 // 64-byte aligned scratch memory, uninitialised, from the block cache (memory.h).
-class Buffer {
- public:
-  Buffer() = default;
-  explicit Buffer(size_t n) : p_(static_cast<float*>(mem::acquire(n * sizeof(float)))), n_(n) {}
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  Buffer(Buffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; }
-  ~Buffer() { mem::release(p_); }
-  float* data() const { return p_; }
-  void zero() { std::memset(p_, 0, n_ * sizeof(float)); }
-
- private:
-  float* p_ = nullptr;
-  size_t n_ = 0;
-};
+using Buffer = mem::Array<float>;
 
 // C[m, 0:NR] (+)= sum_k A[m, k] * panel[k, 0:NR] for MR rows: MR * NV accumulators.
 template <int MR, int NV>

@@ -21,6 +21,8 @@
 
 #include "blas.h"
 #include "fusedrnn/common.h"
+#include "memory.h"
+#include "threading.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {
 
@@ -56,9 +58,8 @@ template <typename T>
 class InputProjection {
  public:
   InputProjection(const Seq& q, const T* x, const T* w_ih, int64_t GH)
-      : q_(q), x_(x), w_ih_(w_ih), GH_(GH), steps_(projection_chunk(q)) {
-    buf_.resize(static_cast<size_t>(steps_ * q.B * GH));
-  }
+      : q_(q), x_(x), w_ih_(w_ih), GH_(GH), steps_(projection_chunk(q)),
+        buf_(static_cast<size_t>(steps_ * q.B * GH), "the input projection") {}
 
   // Make step s's time indices available; call with s = 0, 1, 2, ... in order.
   void prepare(int64_t s) {
@@ -87,7 +88,7 @@ class InputProjection {
   const T* x_;
   const T* w_ih_;
   int64_t GH_, steps_, next_ = 0, t0_ = 0;
-  std::vector<T> buf_;
+  mem::Array<T> buf_;
 };
 
 template <typename T, class Cell, bool Training>
@@ -111,6 +112,7 @@ void run_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Forw
   if constexpr (Training) zero_padding(q, a.ws, W);
 
   for (int64_t s = 0; s < q.T; ++s) {
+    throw_if_interrupted();  // between steps, on the calling thread: nothing is left running
     xp.prepare(s);
     blas::gemm<T>(false, true, B, GH, P, T(1), h.data(), P, w.w_hh, P, T(0), hp.data(), GH);
     for (int64_t b = 0; b < B; ++b) {
@@ -166,18 +168,23 @@ void whole_sequence_gradients(const Seq& q, const Cell& cell, const Weights<T>& 
                               const BackwardArgs<T>& a, const T* dgi, const T* dgh,
                               bool bias_done = false) {
   const int64_t TB = q.T * q.B, GH = Cell::kGates * q.H, I = q.I, W = cell.width();
+  throw_if_interrupted(/*before_long_work=*/true);
   blas::gemm<T>(false, false, TB, I, GH, T(1), dgi, GH, w.w_ih, I, T(0), a.dx, I);
+  zero_padding(q, a.dx, I);  // exact zeros past each length (0 * inf in W_ih would be NaN)
   // Padded steps of x are never read: a NaN there must not reach dW_ih through 0 * NaN.
   const T* x = a.x;
-  std::vector<T> x_clean;
+  mem::Array<T> x_clean;
   bool padded = false;
   for (int64_t b = 0; b < q.B && !padded; ++b) padded = q.length(b) < q.T;
   if (padded) {
-    x_clean.assign(a.x, a.x + TB * I);
+    x_clean = mem::Array<T>(static_cast<size_t>(TB * I), "a copy of x without its padding");
+    copy_row(x_clean.data(), a.x, TB * I);
     zero_padding(q, x_clean.data(), I);
     x = x_clean.data();
   }
+  throw_if_interrupted(/*before_long_work=*/true);
   blas::gemm<T>(true, false, GH, I, TB, T(1), dgi, GH, x, I, T(0), a.dw_ih, I);
+  throw_if_interrupted(/*before_long_work=*/true);
   blas::gemm<T>(true, false, GH, q.P, TB, T(1), dgh, GH, a.ws + cell.off_hprev(), W, T(0), a.dw_hh, q.P);
   if (!bias_done) {
     column_sums(dgi, TB, GH, a.db_ih);
@@ -194,10 +201,13 @@ void run_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const Bac
 
   // Gate gradients in time order [T, B, G*H]; rows a sequence never reaches stay zero, so the
   // whole-sequence GEMMs below need no masking.
-  std::vector<T> dgi(TB * GH, T(0));
-  std::vector<T> dgh_own(Cell::kSeparateDgh ? TB * GH : 0, T(0));
+  mem::Array<T> dgi(static_cast<size_t>(TB * GH), "gate gradients");
+  mem::Array<T> dgh_own(Cell::kSeparateDgh ? static_cast<size_t>(TB * GH) : 0, "gate gradients");
+  mem::Array<T> dht(proj ? static_cast<size_t>(TB * P) : 0, "projection gradients");  // total dh per step
+  dgi.zero();
+  dgh_own.zero();
+  dht.zero();
   T* dgh = Cell::kSeparateDgh ? dgh_own.data() : dgi.data();
-  std::vector<T> dht(proj ? TB * P : 0, T(0));  // total dh per step (projection gradient)
 
   std::vector<T> dh(a.dh_n, a.dh_n + B * P), dh_next(B * P), dtot(B * P), dcore(proj ? B * H : 0);
   std::vector<T> dc, dc_next;
@@ -209,6 +219,7 @@ void run_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const Bac
   std::vector<int64_t> t_of(B);
 
   for (int64_t s = q.T - 1; s >= 0; --s) {
+    throw_if_interrupted();
     // dh arriving at this step's output: from the next step and from dout.
     for (int64_t b = 0; b < B; ++b) {
       const int64_t t = t_of[b] = q.time_of(s, b);
@@ -244,6 +255,11 @@ void run_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const Bac
     // h' depends on h through the gates:  dh += dG_hh W_hh
     const T* dg_rows = uniform ? dgh + q.time_at_step(s) * B * GH : dstep.data();
     blas::gemm<T>(false, false, B, P, GH, T(1), dg_rows, GH, w.w_hh, P, T(1), dh_next.data(), P);
+    // Finished rows keep the gradient they carry: their gate-gradient rows are zero, but
+    // 0 * W_hh is NaN where W_hh holds an infinity.
+    if (q.lengths)
+      for (int64_t b = 0; b < B; ++b)
+        if (t_of[b] < 0) copy_row(dh_next.data() + b * P, dh.data() + b * P, P);
     dh.swap(dh_next);
     if constexpr (Cell::kHasCell) dc.swap(dc_next);
   }

@@ -7,7 +7,14 @@ from ._device import cuda_device_count
 
 
 def build_info() -> dict:
-    """What this build and CPU use: kernel instruction set, BLAS, threads, CUDA."""
+    """What this build and CPU use: kernel instruction set, BLAS, threads, CUDA.
+
+    threads_default is the thread count at import: the CPUs this process may use (its affinity
+    mask, capped by a cgroup CPU quota; threads_cpus), capped by FUSEDRNN_NUM_THREADS if set,
+    else by OMP_NUM_THREADS; threads_source says which of these decided it.  threads_contended
+    is True while the kernels run on one thread because other processes hold the cores."""
+    default = _core.thread_default()
+    contention = _core.contention_stats()
     return {
         "version": _version(),
         "isa": _core.isa(),
@@ -16,12 +23,29 @@ def build_info() -> dict:
         "blas_core": _core.blas_corename(),
         "blas_config": _core.blas_config().strip(),
         "num_threads": get_num_threads(),
+        "threads_default": default["threads"],
+        "threads_source": default["source"],
+        "threads_cpus": default["cpus"],
+        "threads_contended": contention["contended"],
         "cached_bytes": int(_core.cached_bytes()),
         "cuda_compiled": bool(_core.cuda_compiled),
         "cuda_emulated": bool(_core.cuda_emulated),
         "cuda_device_count": cuda_device_count(),
         "cuda_available": cuda_available(),
     }
+
+
+def _warn_environment() -> None:
+    """A thread-count environment variable that is not an integer >= 1 is ignored: say so."""
+    problem = _core.thread_default()["problem"]
+    if problem:
+        import warnings
+
+        warnings.warn(f"fusedrnn: {problem}; using {_core.thread_default()['threads']} threads",
+                      RuntimeWarning, stacklevel=2)
+
+
+_warn_environment()
 
 
 def _version() -> str:
