@@ -199,14 +199,16 @@ void run_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const Bac
   const bool proj = w.w_hr != nullptr;
   const bool uniform = q.time_uniform();
 
-  // Gate gradients in time order [T, B, G*H]; rows a sequence never reaches stay zero, so the
-  // whole-sequence GEMMs below need no masking.
+  // Gate gradients in time order [T, B, G*H]; rows a sequence never reaches are zero, so the
+  // whole-sequence GEMMs below need no masking.  Every reached row is written in the loop, so
+  // only the padding is zeroed here (no pass over hundreds of MiB before the first step, where
+  // Ctrl-C would not be seen).
   mem::Array<T> dgi(static_cast<size_t>(TB * GH), "gate gradients");
   mem::Array<T> dgh_own(Cell::kSeparateDgh ? static_cast<size_t>(TB * GH) : 0, "gate gradients");
   mem::Array<T> dht(proj ? static_cast<size_t>(TB * P) : 0, "projection gradients");  // total dh per step
-  dgi.zero();
-  dgh_own.zero();
-  dht.zero();
+  zero_padding(q, dgi.data(), GH);
+  if constexpr (Cell::kSeparateDgh) zero_padding(q, dgh_own.data(), GH);
+  if (proj) zero_padding(q, dht.data(), P);
   T* dgh = Cell::kSeparateDgh ? dgh_own.data() : dgi.data();
 
   std::vector<T> dh(a.dh_n, a.dh_n + B * P), dh_next(B * P), dtot(B * P), dcore(proj ? B * H : 0);
