@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core, _device
-from .ops import _FLOATS, _GATES, ForwardCache, _array, _choice, _flag, _fmt, _lengths
+from ._checks import GATES, check_bool, shape_str
+from .ops import _FLOATS, ForwardCache, _array, _choice, _lengths
 
 
 def _dev(value, name: str, dtype=None):
@@ -34,7 +35,7 @@ def _dev(value, name: str, dtype=None):
 def _shaped(value, name: str, shape: tuple, dtype, what: str):
     arr = _dev(value, name, dtype)
     if tuple(arr.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {what} = {_fmt(shape)}, got {_fmt(arr.shape)}")
+        raise ValueError(f"{name} must have shape {what} = {shape_str(shape)}, got {shape_str(arr.shape)}")
     return arr
 
 
@@ -50,18 +51,18 @@ def forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, act
             *, keep=False):
     """(out, h_n, c_n, cache) as ops._forward, computed on the CUDA device."""
     _device.check_device("cuda")
-    G = _GATES[cell]
+    G = GATES[cell]
     x = _dev(x, "x")
     if len(x.shape) != 3:
-        raise ValueError(f"x must be 3-D (T, B, I), got shape {_fmt(x.shape)}")
+        raise ValueError(f"x must be 3-D (T, B, I), got shape {shape_str(x.shape)}")
     T, B, I = x.shape
     if min(T, B, I) < 1:
-        raise ValueError(f"x must have T, B, I >= 1, got shape {_fmt(x.shape)}")
+        raise ValueError(f"x must have T, B, I >= 1, got shape {shape_str(x.shape)}")
     dt = x.dtype
     w_ih = _dev(w_ih, "w_ih", dt)
     if len(w_ih.shape) != 2 or w_ih.shape[0] < G or w_ih.shape[0] % G or w_ih.shape[1] != I:
         raise ValueError(f"w_ih must have shape (G*H, I) with G = {G} ({cell}) and I = {I} from x, "
-                         f"got {_fmt(w_ih.shape)}")
+                         f"got {shape_str(w_ih.shape)}")
     H = w_ih.shape[0] // G
     P = H
     if w_hr is not None:
@@ -69,7 +70,7 @@ def forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, act
             raise ValueError("w_hr (projection) exists only for the LSTM")
         w_hr = _dev(w_hr, "w_hr", dt)
         if len(w_hr.shape) != 2 or w_hr.shape[1] != H or w_hr.shape[0] < 1:
-            raise ValueError(f"w_hr must have shape (P, H) with H = {H}, got {_fmt(w_hr.shape)}")
+            raise ValueError(f"w_hr must have shape (P, H) with H = {H}, got {shape_str(w_hr.shape)}")
         P = w_hr.shape[0]
     w_hh = _shaped(w_hh, "w_hh", (G * H, P), dt, "(G*H, P)")
     b_ih = _zeros(G * H, dt) if b_ih is None else _shaped(b_ih, "b_ih", (G * H,), dt, "(G*H,)")
@@ -78,8 +79,8 @@ def forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, act
     if cell == "lstm":
         c0 = _zeros((B, H), dt) if c0 is None else _shaped(c0, "c0", (B, H), dt, "(B, H)")
     lengths = _lengths(lengths, T, B)
-    reverse = _flag(reverse, "reverse")
-    training = _flag(training, "training")
+    reverse = check_bool(reverse, "reverse")
+    training = check_bool(training, "training")
     activation = _choice(activation, "nonlinearity" if cell == "rnn" else "activation")
 
     out, h_n, c_n, ws = _core.cuda_forward(cell, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths,

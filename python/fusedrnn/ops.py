@@ -33,12 +33,12 @@ naming the argument, the shape expected and the shape received.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _core, _device
+from ._checks import GATES, check_bool, shape_str
 
 __all__ = [
     "lstm_forward",
@@ -50,12 +50,7 @@ __all__ = [
     "ForwardCache",
 ]
 
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _native(arr: np.ndarray) -> np.ndarray:
@@ -91,31 +86,29 @@ def _array(value, name: str, dtype=None) -> np.ndarray:
 def _shaped(value, name: str, shape: tuple, dtype, what: str) -> np.ndarray:
     arr = _array(value, name, dtype)
     if arr.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {what} = {_fmt(shape)}, got {_fmt(arr.shape)}")
+        raise ValueError(f"{name} must have shape {what} = {shape_str(shape)}, got {shape_str(arr.shape)}")
     return arr
 
 
-def _lengths(lengths, T: int, B: int):
+def _lengths(lengths, T: int, B: int, name: str = "lengths", batch: str = "B"):
+    """lengths as native C-contiguous int64 of shape (B,) in 1..T: the one lengths check (the
+    layers and the trainer use it too).  `name` is the argument in messages ('lengths of
+    validation_data'), `batch` the letter of the batch axis ('N' in the trainer)."""
     if lengths is None:
         return None
     try:
         arr = np.asarray(lengths)
     except (ValueError, TypeError) as exc:  # ragged nested lists
-        raise TypeError(f"lengths must be a 1-D array of integers, got {type(lengths).__name__} "
+        raise TypeError(f"{name} must be a 1-D array of integers, got {type(lengths).__name__} "
                         f"that is not one ({exc})") from None
     if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
-        raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+        raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
     if arr.shape != (B,):
-        raise ValueError(f"lengths must have shape (B,) = ({B},), one per sequence, got {_fmt(arr.shape)}")
+        raise ValueError(f"{name} must have shape ({batch},) = ({B},), one per sequence, "
+                         f"got {shape_str(arr.shape)}")
     if arr.size and (arr.min() < 1 or arr.max() > T):
-        raise ValueError(f"lengths must lie in 1..T = 1..{T}, got values from {arr.min()} to {arr.max()}")
+        raise ValueError(f"{name} must lie in 1..T = 1..{T}, got values from {arr.min()} to {arr.max()}")
     return _native(arr.astype(np.int64, copy=False))
-
-
-def _flag(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
 
 
 def _choice(value, name: str) -> str:
@@ -154,18 +147,18 @@ def _forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, ac
 
         return cuda_ops.forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse,
                                 activation, training)
-    G = _GATES[cell]
+    G = GATES[cell]
     x = _array(x, "x")
     if x.ndim != 3:
-        raise ValueError(f"x must be 3-D (T, B, I), got shape {_fmt(x.shape)}")
+        raise ValueError(f"x must be 3-D (T, B, I), got shape {shape_str(x.shape)}")
     T, B, I = x.shape
     if min(T, B, I) < 1:
-        raise ValueError(f"x must have T, B, I >= 1, got shape {_fmt(x.shape)}")
+        raise ValueError(f"x must have T, B, I >= 1, got shape {shape_str(x.shape)}")
     dt = x.dtype
     w_ih = _array(w_ih, "w_ih", dt)
     if w_ih.ndim != 2 or w_ih.shape[0] < G or w_ih.shape[0] % G or w_ih.shape[1] != I:
         raise ValueError(f"w_ih must have shape (G*H, I) with G = {G} ({cell}) and I = {I} from x, "
-                         f"got {_fmt(w_ih.shape)}")
+                         f"got {shape_str(w_ih.shape)}")
     H = w_ih.shape[0] // G
     P = H
     if w_hr is not None:
@@ -173,7 +166,7 @@ def _forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, ac
             raise ValueError("w_hr (projection) exists only for the LSTM")
         w_hr = _array(w_hr, "w_hr", dt)
         if w_hr.ndim != 2 or w_hr.shape[1] != H or w_hr.shape[0] < 1:
-            raise ValueError(f"w_hr must have shape (P, H) with H = {H}, got {_fmt(w_hr.shape)}")
+            raise ValueError(f"w_hr must have shape (P, H) with H = {H}, got {shape_str(w_hr.shape)}")
         P = w_hr.shape[0]
     w_hh = _shaped(w_hh, "w_hh", (G * H, P), dt, "(G*H, P)")
     zeros_b = np.zeros(G * H, dt)
@@ -183,8 +176,8 @@ def _forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, ac
     if cell == "lstm":
         c0 = np.zeros((B, H), dt) if c0 is None else _shaped(c0, "c0", (B, H), dt, "(B, H)")
     lengths = _lengths(lengths, T, B)
-    reverse = _flag(reverse, "reverse")
-    training = _flag(training, "training")
+    reverse = check_bool(reverse, "reverse")
+    training = check_bool(training, "training")
     activation = _choice(activation, "nonlinearity" if cell == "rnn" else "activation")
 
     fn = getattr(_core, f"{cell}_forward")
