@@ -127,9 +127,9 @@ class _RNNBase:
         self.num_directions = 2 if self.bidirectional else 1
         self._device = "cpu"
         self._device_weights = None
+        self._init_thread_state()  # before to(): moving to a device resets the thread's trace
         self.to(device)
         self.training = True
-        self._init_thread_state()
         self.params = {name: np.empty(shape, self.dtype) for name, shape in self._param_shapes()}
         self.grads = {name: np.zeros(shape, self.dtype) for name, shape in self._param_shapes()}
         self.reset_parameters()
