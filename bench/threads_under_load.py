@@ -1,6 +1,6 @@
 """Two threads against one, on idle cores and on cores another process keeps busy.
 
-Runs the 'standard' grid (python/fusedrnn/bench_cases.py), fwd and fwdbwd, for lstm, gru and
+Runs the 'standard' grid (python/fusedrnn/bench/cases.py), fwd and fwdbwd, for lstm, gru and
 rnn in float32, at 1 and 2 threads, without and with a CPU hog (a process busy-looping, started
 and stopped here by its PID), and prints a markdown table of medians and ratios.
 
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cells", default="lstm,gru,rnn")
     args = ap.parse_args(argv)
 
-    from fusedrnn.bench_cases import grid  # the installed package
+    from fusedrnn.bench.cases import grid  # the installed package
 
     cells = args.cells.split(",")
     cases = [c for c in grid("standard") if c.cell in cells and c.dtype == "float32"]

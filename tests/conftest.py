@@ -8,16 +8,15 @@ Import the plain helpers in a test module with
 import numpy as np
 import pytest
 
-# Number of stacked gates per cell.
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+from fusedrnn._checks import GATES  # noqa: F401  (re-exported: number of stacked gates per cell)
+from fusedrnn.testing import TOLERANCE
+from fusedrnn.testing import max_error as _max_error
 
-# The one tolerance table, keyed by dtype.  The error measured is
+# The package's tolerance table (fusedrnn.testing), keyed by dtype type, for comparisons with an
+# oracle run in the same dtype.  The error measured is
 #     max|actual - expected| / max(1, max|expected|)
 # and must be <= rtol (atol is kept for callers that want np.allclose-style checks).
-TOL = {
-    np.float32: dict(rtol=1e-5, atol=1e-5),
-    np.float64: dict(rtol=1e-10, atol=1e-10),
-}
+TOL = {dt.type: dict(rtol=t["same_dtype"], atol=t["same_dtype"]) for dt, t in TOLERANCE.items()}
 
 
 def tol(dtype):
@@ -26,15 +25,11 @@ def tol(dtype):
 
 
 def max_error(actual, expected):
-    """max|actual - expected| / max(1, max|expected|), computed in float64."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
+    """fusedrnn.testing.max_error, with a shape mismatch as a test failure."""
+    a, e = np.asarray(actual), np.asarray(expected)
     if a.shape != e.shape:
         raise AssertionError(f"shape mismatch: {a.shape} vs {e.shape}")
-    if a.size == 0:
-        return 0.0
-    scale = max(1.0, float(np.max(np.abs(e))))
-    return float(np.max(np.abs(a - e))) / scale
+    return _max_error(a, e)
 
 
 def assert_close(actual, expected, dtype, what, rtol=None):

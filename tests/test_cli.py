@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import fusedrnn
-from fusedrnn import bench, bench_contenders, ops
+from fusedrnn import bench_contenders, ops
+from fusedrnn.bench import timing
 from fusedrnn.bench_cases import Case, grid
 from fusedrnn.cli import main
 
@@ -122,7 +123,7 @@ def test_broken_forward_is_refused(tmp_path, monkeypatch):
         raise AssertionError("a case that failed validation was timed")
 
     monkeypatch.setattr(ops, "lstm_forward", wrong)
-    monkeypatch.setattr(bench, "time_contenders", no_timing)
+    monkeypatch.setattr(timing, "time_contenders", no_timing)
     js = tmp_path / "out.json"
     code = main(["bench", "--cell", "lstm", "-B", "2", "-T", "3", "-H", "4", "--mode", "fwd",
                  "--contenders", "fusedrnn,numpy", "--json", str(js), *FAST])

@@ -17,10 +17,14 @@ from . import keras  # noqa: E402
 from .keras import callbacks, losses, metrics, optimizers  # noqa: E402
 from .keras.pieces import Dense, Dropout, Embedding, Recurrent  # noqa: E402
 from .keras.models import Sequential  # noqa: E402
+from . import bench  # noqa: E402
 
-# The trainer lives in fusedrnn.keras; its modules keep answering to their old names.
+# The trainer lives in fusedrnn.keras and the benchmark in the package fusedrnn.bench; their
+# former modules keep answering to their old names.
 for _old, _new in (("models", keras.models), ("nn", keras.pieces), ("losses", losses),
-                   ("metrics", metrics), ("optimizers", optimizers), ("callbacks", callbacks)):
+                   ("metrics", metrics), ("optimizers", optimizers), ("callbacks", callbacks),
+                   ("bench_cases", bench.cases), ("bench_contenders", bench.contenders),
+                   ("bench_report", bench.report)):
     _sys.modules[f"{__name__}.{_old}"] = _new
     globals()[_old] = _new
 del _old, _new

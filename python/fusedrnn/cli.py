@@ -1,11 +1,12 @@
-"""The `fusedrnn` command (also `python -m fusedrnn`).
+"""The `fusedrnn` command (also `python -m fusedrnn`): a dispatcher for its subcommands.
 
-    fusedrnn bench ...   microbenchmarks against the NumPy reference and torch.nn
-    fusedrnn check       build facts and a quick parity self-test
+    fusedrnn bench ...   microbenchmarks against the NumPy reference and torch.nn (fusedrnn/bench/cli.py)
+    fusedrnn check       build facts and a quick parity self-test (fusedrnn/bench/cli.py)
+    fusedrnn train ...   a character-level language model (fusedrnn/train_cli.py)
 
-Each subcommand is a pair of functions: ``_add_<name>(subparsers)`` declares its flags and
-``_run_<name>(args, parser) -> int`` runs it; ``_COMMANDS`` lists the pairs, so a new
-subcommand (``train``) is two functions and one line.  ``main`` returns the exit code:
+Each subcommand is a pair of functions: ``add(subparsers)`` declares its flags and
+``run(args, parser) -> int`` runs it; ``_commands()`` lists the pairs (imported when the parser
+is built: fusedrnn.bench.cli takes its exit codes from this module).  ``main`` returns the exit code:
 0 ok, 1 a validation failed, 2 a usage error (argparse's), 130 interrupted.
 """
 
@@ -14,307 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import textwrap
-from dataclasses import replace
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
-    return value
-
-
-def _paragraphs(*texts) -> str:
-    return "\n\n".join(textwrap.fill(t, width=96) for t in texts)
-
-
-# ----------------------------------------------------------------------------
-# bench
-# ----------------------------------------------------------------------------
-
-def _add_bench(subparsers):
-    from .bench import MEMORY_HELP, TIMING_HELP, TOLERANCE
-    from .bench_cases import CELLS, DEEPBENCH_HELP, DTYPES, FLOPS_HELP, GRIDS, STANDARD_SIZES
-
-    standard = ", ".join(f"({b},{t},{h})" for b, t, h in STANDARD_SIZES)
-    epilog = _paragraphs(
-        "Cases: either --grid NAME, or a single case from -B/-T/-I/-H (defaults B=32, T=100, H=256, "
-        "I=H); with neither, --grid quick. --cell, --mode, --dtype, --layers and --bidirectional apply "
-        "to the grid's cases too. "
-        "quick: each cell at B=16 T=20 I=H=64 in both modes, plus a 2-layer bidirectional lstm. "
-        f"standard: each cell at (B,T,I=H) in {standard}, modes fwd and fwdbwd. " + DEEPBENCH_HELP,
-        "Modes: fwd is inference (fusedrnn with training=False, torch under inference_mode; the "
-        "numpy reference has no such switch and always keeps its cache). fwdbwd is a training "
-        "step: the forward keeping what backward needs, then the backward from a fixed random dout, "
-        "with gradients for the input, the initial states and every parameter (torch: autograd, "
-        "gradients set to None between calls). Stacks run the single-layer op per layer and "
-        "direction (torch: num_layers, bidirectional).",
-        "Validation: before timing, every contender runs the case (T halved down to 8, then B down "
-        "to 4, when the float64 oracle would be slow: over 1e10 flops, counting 16 per weight read "
-        "per step) and its outputs and gradients "
-        "are compared with fusedrnn.reference in float64 on the same values: max|error| / max(1, "
-        f"max|oracle|) <= {TOLERANCE['float32']:g} (float32), {TOLERANCE['float64']:g} (float64). "
-        "A case that fails is not timed and the exit code is 1.",
-        TIMING_HELP,
-        FLOPS_HELP + " speed-up = a contender's median / fusedrnn's median.",
-        MEMORY_HELP,
-        "Output: a table on the terminal; --json and --csv add a header block (machine, CPU, cores, "
-        "fusedrnn build_info, numpy/torch versions, threads, date, settings); all files are written "
-        "atomically after every case. Exit codes: 0 ok, 1 validation failed, 2 usage error.",
-    )
-    p = subparsers.add_parser(
-        "bench", help="time fusedrnn against the NumPy reference and torch.nn",
-        description="Validate, then time fusedrnn's LSTM/GRU/RNN against the NumPy reference and "
-                    "torch.nn on the same weights, inputs and thread count.",
-        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("cases")
-    g.add_argument("--grid", choices=GRIDS, help="a named grid of cases (see below)")
-    g.add_argument("--cell", help=f"comma-separated cells out of {','.join(CELLS)} (default: all)")
-    g.add_argument("-B", dest="B", type=_positive_int, metavar="N", help="batch size (single case)")
-    g.add_argument("-T", dest="T", type=_positive_int, metavar="N", help="time steps (single case)")
-    g.add_argument("-I", dest="I", type=_positive_int, metavar="N", help="input size (single case; default H)")
-    g.add_argument("-H", dest="H", type=_positive_int, metavar="N", help="hidden size (single case)")
-    g.add_argument("--layers", type=_positive_int, metavar="N", help="stacked layers (default 1)")
-    g.add_argument("--bidirectional", action="store_true", help="bidirectional layers")
-    g.add_argument("--dtype", choices=DTYPES, help="float32 (default) or float64")
-    g.add_argument("--mode", choices=("fwd", "fwdbwd", "both"),
-                   help="fwd, fwdbwd, or both (default: both, or the grid's own modes)")
-    g.add_argument("--list", action="store_true", help="print the cases and their flops, run nothing")
-    g = p.add_argument_group("contenders and threads")
-    g.add_argument("--contenders", metavar="LIST",
-                   help="comma-separated out of fusedrnn,numpy,torch (default: all; torch when importable)")
-    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cuda: time fusedrnn-cuda (CUDA events) against fusedrnn on the CPU; in an "
-                        "emulated build the device times are marked as emulated")
-    g.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="threads for every contender (default: all usable cores)")
-    g = p.add_argument_group("timing")
-    g.add_argument("--warmup", type=_positive_int, default=2, metavar="N",
-                   help="untimed calls per contender before timing (default 2)")
-    g.add_argument("--repeats", type=_positive_int, default=5, metavar="N",
-                   help="minimum timed calls per contender (default 5)")
-    g.add_argument("--min-time", type=_seconds, default=0.3, metavar="S",
-                   help="minimum seconds of timed calls per contender (default 0.3)")
-    g.add_argument("--numpy-limit", type=_seconds, default=30.0, metavar="S",
-                   help="skip the numpy reference when it would need more than S seconds (default 30)")
-    g.add_argument("--settle", type=_seconds, default=0.5, metavar="S",
-                   help="longest wait for idle worker threads before each block (default 0.5)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the inputs and weights (default 0)")
-    g.add_argument("--no-memory", action="store_true", help="skip the peak memory measurement")
-    g = p.add_argument_group("output")
-    g.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    g.add_argument("--csv", metavar="PATH", help="write the results as CSV ('# key: value' header lines)")
-    g.add_argument("--markdown", metavar="PATH", help="write a short markdown table (for bench/ and README)")
-    g.add_argument("--plot", metavar="PATH", help="bar chart of the speed-ups, .png/.svg/.pdf (needs matplotlib)")
-    return p
-
-
-def _split_names(text, allowed, flag, parser):
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        parser.error(f"{flag} needs at least one name out of {','.join(allowed)}")
-    for n in names:
-        if n not in allowed:
-            parser.error(f"{flag}: unknown name {n!r} (choose from {','.join(allowed)})")
-    if len(set(names)) != len(names):
-        parser.error(f"{flag}: a name is repeated in {text!r}")
-    return tuple(names)
-
-
-def _bench_cases(args, parser):
-    from .bench_cases import CELLS, MODES, Case, grid
-
-    single = any(v is not None for v in (args.B, args.T, args.I, args.H))
-    if single and args.grid:
-        parser.error("give either --grid or a single case (-B/-T/-I/-H), not both")
-    cells = CELLS if args.cell is None else _split_names(args.cell, CELLS, "--cell", parser)
-    modes = MODES if args.mode in (None, "both") else (args.mode,)
-    if single:
-        H = args.H or 256
-        B, T, I = args.B or 32, args.T or 100, args.I or H
-        cases = [Case(cell, B, T, I, H, mode=mode) for cell in cells for mode in modes]
-    else:
-        cases = [c for c in grid(args.grid or "quick") if c.cell in cells and c.mode in modes]
-    overrides = {}
-    if args.layers is not None:
-        overrides["layers"] = args.layers
-    if args.bidirectional:
-        overrides["bidirectional"] = True
-    if args.dtype is not None:
-        overrides["dtype"] = args.dtype
-    cases = [replace(c, **overrides) for c in cases]
-    if not cases:
-        parser.error("no case left: the grid has none for this --cell/--mode")
-    return cases
-
-
-def _cuda_note(parser):
-    from . import _device, build_info
-
-    try:
-        _device.check_device("cuda")
-    except RuntimeError as exc:
-        parser.error(f"--device cuda: {exc}")
-    if build_info()["cuda_emulated"]:
-        return ("device: EMULATED CUDA (FUSEDRNN_CUDA_EMULATION build): fusedrnn-cuda times are the "
-                "host emulation's, not GPU performance")
-    return "device: CUDA; fusedrnn-cuda timed with CUDA events, including copying results to the host"
-
-
-def _bench_contenders(args, parser):
-    from .bench_contenders import CONTENDERS, torch_available
-
-    cuda = args.device == "cuda" or "fusedrnn-cuda" in (args.contenders or "")
-    cuda_note = _cuda_note(parser) if cuda else None
-    if args.contenders is None:
-        if cuda:
-            return ("fusedrnn", "fusedrnn-cuda"), cuda_note
-        names = tuple(n for n in CONTENDERS if n != "fusedrnn-cuda" and (n != "torch" or torch_available()))
-        note = None if torch_available() else "torch: not importable, left out (pip install 'fusedrnn[torch]')"
-        return names, note
-    names = _split_names(args.contenders, CONTENDERS, "--contenders", parser)
-    if "torch" in names and not torch_available():
-        parser.error("--contenders names torch, which is not importable (pip install 'fusedrnn[torch]')")
-    return names, cuda_note
-
-
-def _write_files(args, head, results, complete, exit_code):
-    from .bench_report import to_csv, to_json, to_markdown, write_atomic
-
-    if args.json:
-        write_atomic(args.json, to_json(head, results, complete, exit_code))
-    if args.csv:
-        write_atomic(args.csv, to_csv(head, results))
-    if args.markdown:
-        write_atomic(args.markdown, to_markdown(head, results))
-
-
-def _run_bench(args, parser) -> int:
-    from . import bench, bench_report
-
-    cases = _bench_cases(args, parser)
-    if args.list:
-        for c in cases:
-            v = c.validation_case()
-            print(f"{c.label:<48} {c.flops / 1e9:10.3f} GFLOP per call   validated at T={v.T} B={v.B}")
-        return EXIT_OK
-    contenders, note = _bench_contenders(args, parser)
-    for flag in ("json", "csv", "markdown", "plot"):
-        path = getattr(args, flag)
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            parser.error(f"--{flag}: the folder of {path!r} does not exist")
-    if args.plot:
-        problem = bench_report.check_plot_available(args.plot)
-        if problem:
-            parser.error(problem)
-
-    settings = bench.Settings(contenders=contenders, warmup=args.warmup, repeats=args.repeats,
-                              min_time=args.min_time, numpy_limit=args.numpy_limit, settle=args.settle,
-                              seed=args.seed, memory=not args.no_memory)
-    threads = bench.set_threads(args.threads or bench_report.usable_cores(), contenders)
-    head = bench_report.header(args.argv, settings, threads)
-    table = bench_report.Table(cases)
-    table.print_header(bench_report.header_lines(head) + ([note] if note else []))
-
-    results, exit_code = [], EXIT_OK
-    try:
-        for case in cases:
-            result = bench.run_case(case, settings)
-            results.append(result)
-            if result["validation"]["status"] != "ok":
-                exit_code = EXIT_FAILED
-            table.print_case(result, case.shape_label, case.mode)
-            _write_files(args, head, results, complete=False, exit_code=None)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted after {len(results)} of {len(cases)} cases", file=sys.stderr)
-        _write_files(args, head, results, complete=False, exit_code=EXIT_INTERRUPTED)
-        return EXIT_INTERRUPTED
-    _write_files(args, head, results, complete=True, exit_code=exit_code)
-    if args.plot:
-        bench_report.write_plot(args.plot, head, results)
-
-    failed = [r["label"] for r in results if r["validation"]["status"] != "ok"]
-    print()
-    print(f"{len(results)} cases, {len(results) - len(failed)} validated and timed"
-          + (f", {len(failed)} FAILED validation: " + "; ".join(failed) if failed else ""))
-    for flag in ("json", "csv", "markdown", "plot"):
-        if getattr(args, flag):
-            print(f"wrote {getattr(args, flag)}")
-    return exit_code
-
-
-# ----------------------------------------------------------------------------
-# check
-# ----------------------------------------------------------------------------
-
-# (B, T, I, H, layers, bidirectional): tiny ones, single and stacked, and one large enough for
-# the kernels' threaded paths (over 0.2 MFLOP per step) and several input-projection chunks
-_CHECK_SHAPES = ((3, 5, 7, 9, 1, False), (3, 5, 7, 9, 2, True), (64, 20, 32, 64, 1, False))
-
-
-def _add_check(subparsers):
-    return subparsers.add_parser(
-        "check", help="print build facts and run a quick parity self-test",
-        description="Print fusedrnn.build_info() and versions, then compare every cell's forward "
-                    "(inference and training) and backward with the float64 NumPy reference on "
-                    "small cases, one and two layers, uni- and bidirectional, float32 and float64. "
-                    "Exit code 1 when a comparison fails.")
-
-
-def _run_check(args, parser) -> int:
-    import numpy as np
-
-    import fusedrnn
-
-    from .bench import validate
-    from .bench_cases import CELLS, DTYPES, MODES, Case
-
-    print("fusedrnn build:")
-    for key, value in fusedrnn.build_info().items():
-        print(f"  {key:<15} {value}")
-    print(f"  {'numpy':<15} {np.__version__}")
-    print(f"  {'python':<15} {sys.version.split()[0]}")
-    print()
-    print("parity with the float64 reference (max|error| / max(1, max|oracle|)):")
-    failures = 0
-    for cell in CELLS:
-        for dtype in DTYPES:
-            worst, count, failed = 0.0, 0, []
-            for B, T, I, H, layers, bidirectional in _CHECK_SHAPES:
-                for mode in MODES:
-                    case = Case(cell, B, T, I, H, layers, bidirectional, dtype, mode)
-                    report = validate(case, ("fusedrnn",))
-                    count += 1
-                    entry = report["contenders"]["fusedrnn"]
-                    if report["status"] != "ok":
-                        failed.append((case.label, entry))
-                    else:
-                        worst = max(worst, entry["max_error"])
-            status = "ok" if not failed else "FAILED"
-            print(f"  {cell:<5} {dtype:<8} {count - len(failed)}/{count} {status:<6} max error {worst:.1e}")
-            for label, entry in failed:
-                detail = entry.get("error") or f"{entry['worst']} max error {entry['max_error']:.2e}"
-                print(f"      FAILED {label}: {detail}")
-            failures += len(failed)
-    print()
-    print("all parity checks passed" if not failures else f"{failures} parity checks FAILED")
-    return EXIT_FAILED if failures else EXIT_OK
 
 
 # ----------------------------------------------------------------------------
@@ -343,18 +45,21 @@ def _run_train(args, parser) -> int:
 # entry point
 # ----------------------------------------------------------------------------
 
-_COMMANDS = {
-    "bench": (_add_bench, _run_bench),
-    "check": (_add_check, _run_check),
-    "train": (_add_train, _run_train),
-}
+def _commands() -> dict:
+    from .bench import cli as bench_cli
+
+    return {
+        "bench": (bench_cli.add_bench, bench_cli.run_bench),
+        "check": (bench_cli.add_check, bench_cli.run_check),
+        "train": (_add_train, _run_train),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fusedrnn", description="Fused LSTM/GRU/RNN kernels for NumPy: benchmarks and checks.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (add, run) in _COMMANDS.items():
+    for name, (add, run) in _commands().items():
         sub = add(subparsers)
         sub.set_defaults(run=run, parser=sub)
     return parser

@@ -43,11 +43,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _device, _npz, ops
-from ._checks import GATES as _GATES
-from ._checks import check_bool as _bool
-from ._checks import check_int as _int
-from ._checks import float_dtype as _dtype
-from ._checks import shape_str as _fmt
+from ._checks import GATES, check_bool, check_int, float_dtype, shape_str
 from .keras_import import from_keras_weights, to_keras_weights
 
 __all__ = ["LSTM", "GRU", "RNN"]
@@ -66,7 +62,7 @@ def _act(value, name: str) -> str:
 
 def _shapes(cell, input_size, hidden_size, num_layers, bias, num_directions, proj_size):
     """(parameter name, shape) pairs in torch's order, generated one at a time."""
-    G, H, P = _GATES[cell], hidden_size, proj_size or hidden_size
+    G, H, P = GATES[cell], hidden_size, proj_size or hidden_size
     for layer in range(num_layers):
         for direction in range(num_directions):
             sfx = f"_l{layer}" + ("_reverse" if direction else "")
@@ -97,12 +93,12 @@ class _RNNBase:
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, proj_size=0, act="tanh",
                  dtype="float32", seed=None, device="cpu"):
-        self.input_size = _int(input_size, "input_size", 1)
-        self.hidden_size = _int(hidden_size, "hidden_size", 1)
-        self.num_layers = _int(num_layers, "num_layers", 1)
-        self.bias = _bool(bias, "bias")
-        self.batch_first = _bool(batch_first, "batch_first")
-        self.bidirectional = _bool(bidirectional, "bidirectional")
+        self.input_size = check_int(input_size, "input_size", 1)
+        self.hidden_size = check_int(hidden_size, "hidden_size", 1)
+        self.num_layers = check_int(num_layers, "num_layers", 1)
+        self.bias = check_bool(bias, "bias")
+        self.batch_first = check_bool(batch_first, "batch_first")
+        self.bidirectional = check_bool(bidirectional, "bidirectional")
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
             raise TypeError(f"dropout must be a number in [0, 1], got {type(dropout).__name__}")
         if not 0.0 <= dropout <= 1.0:
@@ -112,12 +108,12 @@ class _RNNBase:
             # As torch: dropout acts between layers only, so one layer never uses it.
             warnings.warn(f"dropout={self.dropout} has no effect with num_layers=1: dropout is "
                           "applied between stacked layers only", UserWarning, stacklevel=3)
-        self.proj_size = _int(proj_size, "proj_size", 0)
+        self.proj_size = check_int(proj_size, "proj_size", 0)
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size = {self.hidden_size}, "
                              f"got {self.proj_size}")
         self._act = act
-        self.dtype = _dtype(dtype)
+        self.dtype = float_dtype(dtype)
         if seed is not None and not isinstance(seed, np.random.Generator) and (
                 isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"seed must be None, an int or a numpy.random.Generator, "
@@ -131,9 +127,9 @@ class _RNNBase:
         self.num_directions = 2 if self.bidirectional else 1
         self._device = "cpu"
         self._device_weights = None
+        self._init_thread_state()  # before to(): moving to a device resets the thread's trace
         self.to(device)
         self.training = True
-        self._init_thread_state()
         self.params = {name: np.empty(shape, self.dtype) for name, shape in self._param_shapes()}
         self.grads = {name: np.zeros(shape, self.dtype) for name, shape in self._param_shapes()}
         self.reset_parameters()
@@ -196,10 +192,10 @@ class _RNNBase:
         generated without building it (so a file's header can be checked against its arrays
         first, however large the header says the layer is)."""
         c = dict(_DEFAULTS, **config)
-        return _shapes(cls._cell, _int(c["input_size"], "input_size", 1),
-                       _int(c["hidden_size"], "hidden_size", 1), _int(c["num_layers"], "num_layers", 1),
-                       _bool(c["bias"], "bias"), 2 if _bool(c["bidirectional"], "bidirectional") else 1,
-                       _int(c["proj_size"], "proj_size", 0) if cls._cell == "lstm" else 0)
+        return _shapes(cls._cell, check_int(c["input_size"], "input_size", 1),
+                       check_int(c["hidden_size"], "hidden_size", 1), check_int(c["num_layers"], "num_layers", 1),
+                       check_bool(c["bias"], "bias"), 2 if check_bool(c["bidirectional"], "bidirectional") else 1,
+                       check_int(c["proj_size"], "proj_size", 0) if cls._cell == "lstm" else 0)
 
     def get_config(self) -> dict:
         """The constructor arguments (JSON-able); ``type(self).from_config(cfg)`` rebuilds the
@@ -273,8 +269,8 @@ class _RNNBase:
             if arr.dtype == np.bool_ or arr.dtype.kind not in "fiu":
                 raise TypeError(f"state_dict[{name!r}] must hold real numbers, got dtype {arr.dtype}")
             if arr.shape != target.shape:
-                raise ValueError(f"state_dict[{name!r}] must have shape {_fmt(target.shape)}, "
-                                 f"got {_fmt(arr.shape)}")
+                raise ValueError(f"state_dict[{name!r}] must have shape {shape_str(target.shape)}, "
+                                 f"got {shape_str(arr.shape)}")
             staged[name] = arr
         for name, arr in staged.items():
             np.copyto(self.params[name], arr, casting="unsafe")
@@ -303,7 +299,7 @@ class _RNNBase:
         return self
 
     def train(self, mode: bool = True):
-        self.training = _bool(mode, "mode")
+        self.training = check_bool(mode, "mode")
         return self
 
     def eval(self):
@@ -377,8 +373,8 @@ class _RNNBase:
                 state[key + sfx] = value
         for name, arr in state.items():
             if arr.shape != self.params[name].shape:
-                raise ValueError(f"Keras weights for {name} convert to shape {_fmt(arr.shape)}, "
-                                 f"this layer needs {_fmt(self.params[name].shape)}")
+                raise ValueError(f"Keras weights for {name} convert to shape {shape_str(arr.shape)}, "
+                                 f"this layer needs {shape_str(self.params[name].shape)}")
         self.load_state_dict(state)
 
     def keras_weights(self) -> list:
@@ -430,17 +426,17 @@ class _RNNBase:
         if x.ndim not in (2, 3):
             order = "(B, T, I)" if self.batch_first else "(T, B, I)"
             raise ValueError(f"x must be 3-D {order} or 2-D (T, I) for an unbatched sequence, "
-                             f"got shape {_fmt(x.shape)}")
+                             f"got shape {shape_str(x.shape)}")
         if x.shape[-1] != self.input_size:
             raise ValueError(f"x must have input_size = {self.input_size} features in its last axis, "
-                             f"got shape {_fmt(x.shape)}")
+                             f"got shape {shape_str(x.shape)}")
         batched = x.ndim == 3
         if not batched:
             x = x[:, None, :]
         elif self.batch_first:
             x = x.transpose(1, 0, 2)
         if x.shape[0] < 1 or x.shape[1] < 1:
-            raise ValueError(f"x must hold at least one step and one sequence, got shape {_fmt(x.shape)}")
+            raise ValueError(f"x must hold at least one step and one sequence, got shape {shape_str(x.shape)}")
         return x, batched
 
     def _state(self, value, name: str, width: int, batched: bool, B: int):
@@ -454,7 +450,7 @@ class _RNNBase:
             what = "(num_layers * num_directions, B, " if batched else "(num_layers * num_directions, "
             what += ("P)" if width == self._P and self.proj_size else "H)")
             extra = "" if batched else " (x is unbatched, so states are 2-D)"
-            raise ValueError(f"{name} must have shape {what} = {_fmt(shape)}{extra}, got {_fmt(arr.shape)}")
+            raise ValueError(f"{name} must have shape {what} = {shape_str(shape)}{extra}, got {shape_str(arr.shape)}")
         return arr if batched else arr[:, None, :]
 
     def _lengths(self, lengths, batched: bool, T: int, B: int):
@@ -565,7 +561,7 @@ class _RNNBase:
             shape = self._layout(batched, T, B, D * P)
             if d.shape != shape:
                 raise ValueError(f"dout must have the shape of out, {self._layout_name(batched)} "
-                                 f"= {_fmt(shape)}, got {_fmt(d.shape)}")
+                                 f"= {shape_str(shape)}, got {shape_str(d.shape)}")
             d_in = d[:, None, :] if not batched else (d.transpose(1, 0, 2) if self.batch_first else d)
         dh_n = self._state(dh_n, "dh_n", P, batched, B)
         dc_n = self._state(dc_n, "dc_n", H, batched, B)

@@ -33,12 +33,12 @@ naming the argument, the shape expected and the shape received.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _core, _device
+from ._checks import GATES, check_bool, shape_str
 
 __all__ = [
     "lstm_forward",
@@ -50,12 +50,7 @@ __all__ = [
     "ForwardCache",
 ]
 
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _native(arr: np.ndarray) -> np.ndarray:
@@ -88,34 +83,34 @@ def _array(value, name: str, dtype=None) -> np.ndarray:
     return _native(arr)
 
 
-def _shaped(value, name: str, shape: tuple, dtype, what: str) -> np.ndarray:
-    arr = _array(value, name, dtype)
-    if arr.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {what} = {_fmt(shape)}, got {_fmt(arr.shape)}")
+def _shaped(value, name: str, shape: tuple, dtype, what: str, take=_array):
+    """take(value, name, dtype) (``_array``; the CUDA path passes its device twin), checked to
+    have `shape`."""
+    arr = take(value, name, dtype)
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {what} = {shape_str(shape)}, got {shape_str(arr.shape)}")
     return arr
 
 
-def _lengths(lengths, T: int, B: int):
+def _lengths(lengths, T: int, B: int, name: str = "lengths", batch: str = "B"):
+    """lengths as native C-contiguous int64 of shape (B,) in 1..T: the one lengths check (the
+    layers and the trainer use it too).  `name` is the argument in messages ('lengths of
+    validation_data'), `batch` the letter of the batch axis ('N' in the trainer)."""
     if lengths is None:
         return None
     try:
         arr = np.asarray(lengths)
     except (ValueError, TypeError) as exc:  # ragged nested lists
-        raise TypeError(f"lengths must be a 1-D array of integers, got {type(lengths).__name__} "
+        raise TypeError(f"{name} must be a 1-D array of integers, got {type(lengths).__name__} "
                         f"that is not one ({exc})") from None
     if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
-        raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+        raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
     if arr.shape != (B,):
-        raise ValueError(f"lengths must have shape (B,) = ({B},), one per sequence, got {_fmt(arr.shape)}")
+        raise ValueError(f"{name} must have shape ({batch},) = ({B},), one per sequence, "
+                         f"got {shape_str(arr.shape)}")
     if arr.size and (arr.min() < 1 or arr.max() > T):
-        raise ValueError(f"lengths must lie in 1..T = 1..{T}, got values from {arr.min()} to {arr.max()}")
+        raise ValueError(f"{name} must lie in 1..T = 1..{T}, got values from {arr.min()} to {arr.max()}")
     return _native(arr.astype(np.int64, copy=False))
-
-
-def _flag(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
 
 
 def _choice(value, name: str) -> str:
@@ -147,6 +142,51 @@ class ForwardCache:
         return int(self.workspace.nbytes)
 
 
+def _forward_args(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, activation, training,
+                  take=_array, zeros=np.zeros):
+    """Every forward argument checked (the messages of the module docstring) and converted with
+    take(value, name, dtype) (None: float32 or float64); zeros(shape, dtype) stands for a bias or
+    state given as None.  The CPU and CUDA paths differ only in those two.  Returns the arguments
+    in the kernels' order, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse, activation,
+    training, then (B, H, P)."""
+    G = GATES[cell]
+    x = take(x, "x", None)
+    if len(x.shape) != 3:
+        raise ValueError(f"x must be 3-D (T, B, I), got shape {shape_str(x.shape)}")
+    T, B, I = x.shape
+    if min(T, B, I) < 1:
+        raise ValueError(f"x must have T, B, I >= 1, got shape {shape_str(x.shape)}")
+    dt = x.dtype
+    w_ih = take(w_ih, "w_ih", dt)
+    if len(w_ih.shape) != 2 or w_ih.shape[0] < G or w_ih.shape[0] % G or w_ih.shape[1] != I:
+        raise ValueError(f"w_ih must have shape (G*H, I) with G = {G} ({cell}) and I = {I} from x, "
+                         f"got {shape_str(w_ih.shape)}")
+    H = w_ih.shape[0] // G
+    P = H
+    if w_hr is not None:
+        if cell != "lstm":
+            raise ValueError("w_hr (projection) exists only for the LSTM")
+        w_hr = take(w_hr, "w_hr", dt)
+        if len(w_hr.shape) != 2 or w_hr.shape[1] != H or w_hr.shape[0] < 1:
+            raise ValueError(f"w_hr must have shape (P, H) with H = {H}, got {shape_str(w_hr.shape)}")
+        P = w_hr.shape[0]
+
+    def shaped(value, name, shape, what):
+        return zeros(shape, dt) if value is None else _shaped(value, name, shape, dt, what, take)
+
+    w_hh = _shaped(w_hh, "w_hh", (G * H, P), dt, "(G*H, P)", take)
+    b_ih = shaped(b_ih, "b_ih", (G * H,), "(G*H,)")
+    b_hh = shaped(b_hh, "b_hh", (G * H,), "(G*H,)")
+    h0 = shaped(h0, "h0", (B, P), "(B, P)")
+    if cell == "lstm":
+        c0 = shaped(c0, "c0", (B, H), "(B, H)")
+    lengths = _lengths(lengths, T, B)
+    reverse = check_bool(reverse, "reverse")
+    training = check_bool(training, "training")
+    activation = _choice(activation, "nonlinearity" if cell == "rnn" else "activation")
+    return x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse, activation, training, (B, H, P)
+
+
 def _forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, activation, training,
              device="cpu"):
     if _device.check_device(device) == "cuda":  # --- CUDA hook: fusedrnn/cuda_ops.py ---
@@ -154,45 +194,41 @@ def _forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, ac
 
         return cuda_ops.forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse,
                                 activation, training)
-    G = _GATES[cell]
-    x = _array(x, "x")
-    if x.ndim != 3:
-        raise ValueError(f"x must be 3-D (T, B, I), got shape {_fmt(x.shape)}")
-    T, B, I = x.shape
-    if min(T, B, I) < 1:
-        raise ValueError(f"x must have T, B, I >= 1, got shape {_fmt(x.shape)}")
-    dt = x.dtype
-    w_ih = _array(w_ih, "w_ih", dt)
-    if w_ih.ndim != 2 or w_ih.shape[0] < G or w_ih.shape[0] % G or w_ih.shape[1] != I:
-        raise ValueError(f"w_ih must have shape (G*H, I) with G = {G} ({cell}) and I = {I} from x, "
-                         f"got {_fmt(w_ih.shape)}")
-    H = w_ih.shape[0] // G
-    P = H
-    if w_hr is not None:
-        if cell != "lstm":
-            raise ValueError("w_hr (projection) exists only for the LSTM")
-        w_hr = _array(w_hr, "w_hr", dt)
-        if w_hr.ndim != 2 or w_hr.shape[1] != H or w_hr.shape[0] < 1:
-            raise ValueError(f"w_hr must have shape (P, H) with H = {H}, got {_fmt(w_hr.shape)}")
-        P = w_hr.shape[0]
-    w_hh = _shaped(w_hh, "w_hh", (G * H, P), dt, "(G*H, P)")
-    zeros_b = np.zeros(G * H, dt)
-    b_ih = zeros_b if b_ih is None else _shaped(b_ih, "b_ih", (G * H,), dt, "(G*H,)")
-    b_hh = zeros_b if b_hh is None else _shaped(b_hh, "b_hh", (G * H,), dt, "(G*H,)")
-    h0 = np.zeros((B, P), dt) if h0 is None else _shaped(h0, "h0", (B, P), dt, "(B, P)")
-    if cell == "lstm":
-        c0 = np.zeros((B, H), dt) if c0 is None else _shaped(c0, "c0", (B, H), dt, "(B, H)")
-    lengths = _lengths(lengths, T, B)
-    reverse = _flag(reverse, "reverse")
-    training = _flag(training, "training")
-    activation = _choice(activation, "nonlinearity" if cell == "rnn" else "activation")
-
+    x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse, activation, training, (B, H, P) = \
+        _forward_args(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, activation, training)
     fn = getattr(_core, f"{cell}_forward")
     out, h_n, c_n, ws = fn(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse, activation, training)
     cache = None
     if training:
         cache = ForwardCache(cell, x, w_ih, w_hh, w_hr, lengths, reverse, activation, ws, B, H, P)
     return out, h_n, c_n, cache
+
+
+def _backward_args(cell, cache, dout, dh_n, dc_n, take=_array, zeros=np.zeros):
+    """dout, dh_n, dc_n checked against the cache's shapes and converted with take (zeros for
+    None), as _forward_args does for the forward."""
+    dt = cache.x.dtype
+    T, B = cache.x.shape[:2]
+    P, H = cache.P, cache.H
+
+    def shaped(value, name, shape, what):
+        return zeros(shape, dt) if value is None else _shaped(value, name, shape, dt, what, take)
+
+    dout = shaped(dout, "dout", (T, B, P), "(T, B, P)")
+    dh_n = shaped(dh_n, "dh_n", (B, P), "(B, P)")
+    if cell == "lstm":
+        dc_n = shaped(dc_n, "dc_n", (B, H), "(B, H)")
+    return dout, dh_n, dc_n
+
+
+def _grads(cell, cache, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr) -> dict:
+    """The kernels' gradients as the dict backward returns (dc0 and dw_hr where they exist)."""
+    grads = {"dx": dx, "dh0": dh0, "dw_ih": dw_ih, "dw_hh": dw_hh, "db_ih": db_ih, "db_hh": db_hh}
+    if cell == "lstm":
+        grads["dc0"] = dc0
+        if cache.w_hr is not None:
+            grads["dw_hr"] = dw_hr
+    return grads
 
 
 def _backward(cell, cache, dout, dh_n, dc_n):
@@ -208,13 +244,8 @@ def _backward(cell, cache, dout, dh_n, dc_n):
 
         if cuda_ops.on_device(cache):
             return cuda_ops.backward(cell, cache, dout, dh_n, dc_n)
-    dt = cache.x.dtype
-    T, B = cache.x.shape[:2]
-    P, H = cache.P, cache.H
-    dout = np.zeros((T, B, P), dt) if dout is None else _shaped(dout, "dout", (T, B, P), dt, "(T, B, P)")
-    dh_n = np.zeros((B, P), dt) if dh_n is None else _shaped(dh_n, "dh_n", (B, P), dt, "(B, P)")
-    if cell == "lstm":
-        dc_n = np.zeros((B, H), dt) if dc_n is None else _shaped(dc_n, "dc_n", (B, H), dt, "(B, H)")
+    T = cache.x.shape[0]
+    dout, dh_n, dc_n = _backward_args(cell, cache, dout, dh_n, dc_n)
     fn = getattr(_core, f"{cell}_backward")
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = fn(
         cache.x, cache.w_ih, cache.w_hh, cache.w_hr, cache.lengths, cache.reverse,
@@ -223,12 +254,7 @@ def _backward(cell, cache, dout, dh_n, dc_n):
         # x past a sequence's length influences nothing, so its gradient is 0, even where the
         # kernel's product with a non-finite weight made it 0 * inf = NaN.
         dx[np.arange(T)[:, None] >= cache.lengths[None, :]] = 0
-    grads = {"dx": dx, "dh0": dh0, "dw_ih": dw_ih, "dw_hh": dw_hh, "db_ih": db_ih, "db_hh": db_hh}
-    if cell == "lstm":
-        grads["dc0"] = dc0
-        if cache.w_hr is not None:
-            grads["dw_hr"] = dw_hr
-    return grads
+    return _grads(cell, cache, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr)
 
 
 def lstm_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, w_hr=None,

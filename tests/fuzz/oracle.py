@@ -17,9 +17,11 @@ inputs (sensitivity()), which a correct kernel meets and a wrong one does not.
 import numpy as np
 
 from fusedrnn import reference as ref
+from fusedrnn._checks import GATES  # noqa: F401  (the strategies import it from here)
+from fusedrnn.testing import TOLERANCE
 
-RTOL = {np.float32: 1e-4, np.float64: 1e-9}
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+# The float64-oracle column of the package's table (fusedrnn.testing), by dtype type.
+RTOL = {dt.type: t["float64_oracle"] for dt, t in TOLERANCE.items()}
 
 
 def assert_matches(actual, expected, what, rtol=None):

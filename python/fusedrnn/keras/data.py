@@ -15,6 +15,7 @@ import numbers
 
 import numpy as np
 
+from .. import ops
 from .._checks import shape_str
 
 __all__ = ["Data", "prepare", "batches"]
@@ -94,15 +95,9 @@ def _check_x(x, embedding, dtype, what):
 
 
 def _check_lengths(lengths, N, T, what):
-    lengths = _as_array(lengths, f"lengths{what}")
-    if lengths.dtype.kind not in "iu":
-        raise TypeError(f"lengths{what} must be integers, got dtype {lengths.dtype}")
-    if lengths.shape != (N,):
-        raise ValueError(f"lengths{what} must have shape (N,) = ({N},), got {shape_str(lengths.shape)}")
-    if lengths.min() < 1 or lengths.max() > T:
-        raise ValueError(f"lengths{what} must lie in 1..T = 1..{T}, got values from "
-                         f"{lengths.min()} to {lengths.max()}")
-    return lengths.astype(np.int64)
+    # The kernels' check under the trainer's names; the copy keeps what this function always
+    # did: the data holds its own lengths, not the caller's array.
+    return ops._lengths(lengths, T, N, name=f"lengths{what}", batch="N").copy()
 
 
 def _lengths_from_mask(mask, what):

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import ops, reference
-from .bench_cases import Case, Inputs
+from .. import ops, reference
+from .cases import Case, Inputs
 
 CONTENDERS = ("fusedrnn", "numpy", "torch", "fusedrnn-cuda")
 _PARAMS = ("w_ih", "w_hh", "b_ih", "b_hh")
@@ -156,7 +156,7 @@ class _CudaStacked(_Stacked):
     device_memory = True  # host peak memory says nothing about it
 
     def __init__(self, case: Case, inputs: Inputs):
-        from . import _core, _device
+        from .. import _core, _device
 
         _device.check_device("cuda")
         up = _core.DeviceArray.from_numpy

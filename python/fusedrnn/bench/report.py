@@ -17,9 +17,10 @@ import sys
 
 import numpy as np
 
-from . import _files
-from .bench import MEMORY_HELP, TIMING_HELP, TOLERANCE, memory_method, validation_summary
-from .bench_cases import FLOPS_HELP
+from .. import _files
+from .cases import FLOPS_HELP
+from .timing import MEMORY_HELP, TIMING_HELP, memory_method
+from .validation import TOLERANCE, validation_summary
 
 # Above this share of the CPUs taken by other processes during a case, the case gets a note;
 # above this load average per core before the run, the header gets one.

@@ -1,11 +1,9 @@
-"""The measuring engine of `fusedrnn bench`: validate a case, time its contenders, measure memory.
+"""How `fusedrnn bench` measures a case once it is validated: time, memory, other processes.
 
-For each case:
+For each case (``run_case``):
 
-1. Validation.  Every contender runs the case (at a reduced size when the case is large, see
-   ``Case.validation_case``) and its outputs and gradients are compared with the NumPy
-   reference run in float64 on the same values.  A case where any contender disagrees is not
-   timed and reports FAILED.
+1. Validation first (validation.py): a case where any contender disagrees with the float64
+   reference is not timed and reports FAILED.
 2. Timing.  Warm-up calls, then rounds: in every round each contender runs a block of calls,
    one contender after the other (round robin), so a drift of the machine hits all of them
    alike.  Before a contender's block the process waits until the thread pools of the
@@ -14,8 +12,10 @@ For each case:
    next.  A block of calls under 0.1 s starts with an untimed call (it brings the pool back
    up; a longer call hardly notices).  Blocks
    are sized so that every contender gets at least ``repeats`` calls and ``min_time``
-   seconds of timed calls in about five rounds.
+   seconds of timed calls in about five rounds.  Reported: median, interquartile range, minimum.
 3. Memory.  One more call per contender, measuring its peak extra memory (see MEMORY_HELP).
+4. Other processes: the share of the machine's CPU time they took while the case ran, so the
+   report can mark a case whose timings were disturbed.
 """
 
 from __future__ import annotations
@@ -32,13 +32,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import bench_contenders
-from .bench_cases import Case, Inputs, make_inputs
-
-# Validation tolerance per dtype, on max|actual - oracle| / max(1, max|oracle|) for every
-# output and gradient.  The oracle is float64, so float32 contenders carry their own rounding
-# (sums over I+H terms in the products, over T*B terms in weight gradients).
-TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
+from . import contenders as _contenders
+from .cases import Case, Inputs, make_inputs
+from .validation import validate
 
 ROUNDS = 5  # blocks are sized to finish in about this many rounds
 MIN_ROUNDS = 3
@@ -67,74 +63,6 @@ class Settings:
     settle: float = 0.5
     seed: int = 0
     memory: bool = True
-
-
-# ----------------------------------------------------------------------------
-# validation
-# ----------------------------------------------------------------------------
-
-def max_error(actual, expected) -> float:
-    """max|actual - expected| / max(1, max|expected|) in float64; inf for non-finite values."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    if a.shape != e.shape:
-        return math.inf
-    if a.size == 0:
-        return 0.0
-    if not np.all(np.isfinite(a)):
-        return math.inf
-    return float(np.max(np.abs(a - e))) / max(1.0, float(np.max(np.abs(e))))
-
-
-def validate(case: Case, contenders, seed: int = 0) -> dict:
-    """Compare each contender with the float64 reference on case.validation_case().
-
-    Returns {"status": "ok" | "FAILED", "T", "B", "tolerance", "contenders": {name: {"max_error",
-    "worst"} or {"error"}}}; "worst" names the output or gradient with the largest error.
-    """
-    vcase = case.validation_case()
-    inputs = make_inputs(vcase, seed)
-    oracle = bench_contenders.make("numpy", vcase, inputs.astype(np.float64))
-    expected = oracle.results(oracle.run())
-    tol = TOLERANCE[case.dtype]
-    report = {"status": "ok", "T": vcase.T, "B": vcase.B, "tolerance": tol, "contenders": {}}
-    for name in contenders:
-        try:
-            contender = bench_contenders.make(name, vcase, inputs)
-            got = contender.results(contender.run())
-        except Exception as exc:  # a contender that raises is as wrong as one that miscomputes
-            report["contenders"][name] = {"error": f"raised {type(exc).__name__}: {exc}"}
-            report["status"] = "FAILED"
-            continue
-        missing = sorted(set(expected) - set(got))
-        if missing:
-            report["contenders"][name] = {"error": f"missing results: {', '.join(missing)}"}
-            report["status"] = "FAILED"
-            continue
-        errors = {key: max_error(got[key], expected[key]) for key in expected}
-        worst = max(errors, key=errors.get)
-        if math.isinf(errors[worst]):
-            report["contenders"][name] = {"error": f"{worst}: non-finite values or a wrong shape", "worst": worst}
-        else:
-            report["contenders"][name] = {"max_error": errors[worst], "worst": worst}
-        if not errors[worst] <= tol:
-            report["status"] = "FAILED"
-    return report
-
-
-def validation_summary(report: dict) -> str:
-    """One line: 'ok (max error 3.1e-07, at T=8 B=4)', or 'FAILED at T=8 B=4: ' and what failed."""
-    size = f"T={report['T']} B={report['B']}"
-    if report["status"] == "ok":
-        worst = max((r["max_error"] for r in report["contenders"].values()), default=0.0)
-        return f"ok (max error {worst:.1e}, at {size})"
-    parts = []
-    for name, r in report["contenders"].items():
-        if "error" in r:
-            parts.append(f"{name}: {r['error']}")
-        elif not r["max_error"] <= report["tolerance"]:
-            parts.append(f"{name}: {r['worst']} max error {r['max_error']:.2e} > {report['tolerance']:.0e}")
-    return f"FAILED at {size}: " + "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------
@@ -265,7 +193,7 @@ def estimate_call(name: str, case: Case, inputs: Inputs) -> float:
     steps = min(case.T, PROBE_STEPS)
     probe = Inputs(inputs.x[:steps], inputs.params, inputs.h0, inputs.c0,
                    None if inputs.dout is None else inputs.dout[:steps])
-    contender = bench_contenders.make(name, replace(case, T=steps), probe)
+    contender = _contenders.make(name, replace(case, T=steps), probe)
     return _timed(contender.run) * case.T / steps
 
 
@@ -376,7 +304,7 @@ def run_case(case: Case, settings: Settings) -> dict:
             if per_call * (settings.warmup + settings.repeats) > settings.numpy_limit:
                 result["results"][name] = {"status": "skipped (slow)", "estimated_ms": per_call * 1e3}
                 continue
-        contenders[name] = bench_contenders.make(name, case, inputs)
+        contenders[name] = _contenders.make(name, case, inputs)
 
     samples = time_contenders(contenders, settings) if contenders else {}
     for name, times in samples.items():

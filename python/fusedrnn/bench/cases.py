@@ -6,8 +6,8 @@ gradient).  Shapes follow docs/conventions.md; a stack of layers feeds each laye
 the next, and a bidirectional layer runs a forward and a reverse pass over the same input and
 concatenates their outputs (the next layer's input is 2H wide), as torch.nn does.
 
-This module knows nothing about how contenders run a case (bench_contenders) or how they are
-timed (bench).
+This module knows nothing about how contenders run a case (contenders.py) or how they are
+validated (validation.py) and timed (timing.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+from .._checks import GATES
+
 CELLS = ("lstm", "gru", "rnn")
 MODES = ("fwd", "fwdbwd")
 DTYPES = ("float32", "float64")
