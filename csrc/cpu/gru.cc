@@ -8,17 +8,7 @@ namespace fusedrnn::cpu::FUSEDRNN_ISA {
 namespace {
 
 template <typename T>
-struct GruCell {
-  static constexpr int64_t kGates = gru::kGates;
-  static constexpr bool kHasCell = false;
-  static constexpr bool kSeparateDgh = true;  // n's W_hh rows see r * dn, its W_ih rows dn
-  static constexpr bool kDirectPath = true;   // h' = ... + z * h
-  int64_t H;
-
-  int64_t width() const { return gru::ws_width(H); }
-  int64_t off_hprev() const { return gru::off_hprev(H); }
-  int64_t off_hcore() const { return 0; }  // no projection
-
+struct GruCell : gru::Layout {
   template <bool Training>
   void forward_row(int64_t cnt, const T* __restrict xp, int64_t xs, const T* __restrict hp,
                    int64_t hs, const T* __restrict bih, const T* __restrict bhh,
@@ -39,12 +29,12 @@ struct GruCell {
 
 template <typename T>
 void gru_forward(const Seq& q, Act, const Weights<T>& w, const ForwardArgs<T>& args, bool training) {
-  forward_entry(q, GruCell<T>{q.H}, w, args, training);
+  forward_entry(q, GruCell<T>{{q.H}}, w, args, training);
 }
 
 template <typename T>
 void gru_backward(const Seq& q, Act, const Weights<T>& w, const BackwardArgs<T>& args) {
-  backward_entry(q, GruCell<T>{q.H}, w, args);
+  backward_entry(q, GruCell<T>{{q.H}}, w, args);
 }
 
 template void gru_forward<float>(const Seq&, Act, const Weights<float>&, const ForwardArgs<float>&, bool);

@@ -8,18 +8,7 @@ namespace fusedrnn::cpu::FUSEDRNN_ISA {
 namespace {
 
 template <typename T, Act A>
-struct LstmCell {
-  static constexpr int64_t kGates = lstm::kGates;
-  static constexpr bool kHasCell = true;
-  static constexpr bool kSeparateDgh = false;
-  static constexpr bool kDirectPath = false;  // h reaches h' only through the gates
-  int64_t H, P;
-  bool proj;
-
-  int64_t width() const { return lstm::ws_width(H, P, proj); }
-  int64_t off_hprev() const { return lstm::off_hprev(H); }
-  int64_t off_hcore() const { return lstm::off_hcore(H, P); }
-
+struct LstmCell : lstm::Layout {
   template <bool Training>
   void forward_row(int64_t n, const T* __restrict xp, int64_t xs, const T* __restrict hp, int64_t hs,
                    const T* __restrict bih, const T* __restrict bhh, const T* /*h_in*/,
@@ -38,7 +27,7 @@ struct LstmCell {
 
 template <typename T, Act A>
 LstmCell<T, A> make_cell(const Seq& q, const Weights<T>& w) {
-  return {q.H, q.P, w.w_hr != nullptr};
+  return {{q.H, q.P, w.w_hr != nullptr}};
 }
 
 }  // namespace

@@ -8,17 +8,7 @@ namespace fusedrnn::cpu::FUSEDRNN_ISA {
 namespace {
 
 template <typename T, Act A>
-struct RnnCell {
-  static constexpr int64_t kGates = rnn::kGates;
-  static constexpr bool kHasCell = false;
-  static constexpr bool kSeparateDgh = false;
-  static constexpr bool kDirectPath = false;  // h reaches h' only through the gates
-  int64_t H;
-
-  int64_t width() const { return rnn::ws_width(H); }
-  int64_t off_hprev() const { return rnn::off_hprev(H); }
-  int64_t off_hcore() const { return 0; }  // no projection
-
+struct RnnCell : rnn::Layout {
   template <bool Training>
   void forward_row(int64_t n, const T* __restrict xp, int64_t /*xs*/, const T* __restrict hp,
                    int64_t /*hs*/, const T* __restrict bih, const T* __restrict bhh,
@@ -38,14 +28,14 @@ struct RnnCell {
 
 template <typename T>
 void rnn_forward(const Seq& q, Act a, const Weights<T>& w, const ForwardArgs<T>& args, bool training) {
-  if (a == Act::Tanh) forward_entry(q, RnnCell<T, Act::Tanh>{q.H}, w, args, training);
-  else forward_entry(q, RnnCell<T, Act::Relu>{q.H}, w, args, training);
+  if (a == Act::Tanh) forward_entry(q, RnnCell<T, Act::Tanh>{{q.H}}, w, args, training);
+  else forward_entry(q, RnnCell<T, Act::Relu>{{q.H}}, w, args, training);
 }
 
 template <typename T>
 void rnn_backward(const Seq& q, Act a, const Weights<T>& w, const BackwardArgs<T>& args) {
-  if (a == Act::Tanh) backward_entry(q, RnnCell<T, Act::Tanh>{q.H}, w, args);
-  else backward_entry(q, RnnCell<T, Act::Relu>{q.H}, w, args);
+  if (a == Act::Tanh) backward_entry(q, RnnCell<T, Act::Tanh>{{q.H}}, w, args);
+  else backward_entry(q, RnnCell<T, Act::Relu>{{q.H}}, w, args);
 }
 
 template void rnn_forward<float>(const Seq&, Act, const Weights<float>&, const ForwardArgs<float>&, bool);

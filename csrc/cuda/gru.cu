@@ -7,17 +7,7 @@ namespace fusedrnn::cuda {
 namespace {
 
 template <typename T>
-struct GruCell {
-  static constexpr int64_t kGates = gru::kGates;
-  static constexpr bool kHasCell = false;
-  static constexpr bool kSeparateDgh = true;  // n's W_hh rows see r * dn, its W_ih rows dn
-  static constexpr bool kDirectPath = true;   // h' = ... + z * h
-  int64_t H;
-
-  FUSEDRNN_HD int64_t width() const { return gru::ws_width(H); }
-  FUSEDRNN_HD int64_t off_hprev() const { return gru::off_hprev(H); }
-  FUSEDRNN_HD int64_t off_hcore() const { return 0; }
-
+struct GruCell : gru::Layout {
   template <bool Training>
   FUSEDRNN_HD void forward(int64_t j, const T* xp, const T* hp, const T* bih, const T* bhh, const T* h_in,
                            const T*, T* h_out, T*, T* ws) const {
@@ -33,12 +23,12 @@ struct GruCell {
 template <typename T>
 void gru_forward(const Seq& q, const int64_t* d_len, Act, const Weights<T>& w, const ForwardArgs<T>& args,
                  bool training) {
-  run_forward(q, d_len, GruCell<T>{q.H}, w, args, training);
+  run_forward(q, d_len, GruCell<T>{{q.H}}, w, args, training);
 }
 
 template <typename T>
 void gru_backward(const Seq& q, const int64_t* d_len, Act, const Weights<T>& w, const BackwardArgs<T>& args) {
-  run_backward(q, d_len, GruCell<T>{q.H}, w, args);
+  run_backward(q, d_len, GruCell<T>{{q.H}}, w, args);
 }
 
 template void gru_forward<float>(const Seq&, const int64_t*, Act, const Weights<float>&, const ForwardArgs<float>&, bool);

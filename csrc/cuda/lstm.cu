@@ -7,18 +7,7 @@ namespace fusedrnn::cuda {
 namespace {
 
 template <typename T, Act A>
-struct LstmCell {
-  static constexpr int64_t kGates = lstm::kGates;
-  static constexpr bool kHasCell = true;
-  static constexpr bool kSeparateDgh = false;
-  static constexpr bool kDirectPath = false;
-  int64_t H, P;
-  bool proj;
-
-  FUSEDRNN_HD int64_t width() const { return lstm::ws_width(H, P, proj); }
-  FUSEDRNN_HD int64_t off_hprev() const { return lstm::off_hprev(H); }
-  FUSEDRNN_HD int64_t off_hcore() const { return lstm::off_hcore(H, P); }
-
+struct LstmCell : lstm::Layout {
   template <bool Training>
   FUSEDRNN_HD void forward(int64_t j, const T* xp, const T* hp, const T* bih, const T* bhh, const T*,
                            const T* c_in, T* h_out, T* c_out, T* ws) const {
@@ -35,15 +24,15 @@ template <typename T>
 void lstm_forward(const Seq& q, const int64_t* d_len, Act a, const Weights<T>& w, const ForwardArgs<T>& args,
                   bool training) {
   const bool proj = w.w_hr != nullptr;
-  if (a == Act::Tanh) run_forward(q, d_len, LstmCell<T, Act::Tanh>{q.H, q.P, proj}, w, args, training);
-  else run_forward(q, d_len, LstmCell<T, Act::Relu>{q.H, q.P, proj}, w, args, training);
+  if (a == Act::Tanh) run_forward(q, d_len, LstmCell<T, Act::Tanh>{{q.H, q.P, proj}}, w, args, training);
+  else run_forward(q, d_len, LstmCell<T, Act::Relu>{{q.H, q.P, proj}}, w, args, training);
 }
 
 template <typename T>
 void lstm_backward(const Seq& q, const int64_t* d_len, Act a, const Weights<T>& w, const BackwardArgs<T>& args) {
   const bool proj = w.w_hr != nullptr;
-  if (a == Act::Tanh) run_backward(q, d_len, LstmCell<T, Act::Tanh>{q.H, q.P, proj}, w, args);
-  else run_backward(q, d_len, LstmCell<T, Act::Relu>{q.H, q.P, proj}, w, args);
+  if (a == Act::Tanh) run_backward(q, d_len, LstmCell<T, Act::Tanh>{{q.H, q.P, proj}}, w, args);
+  else run_backward(q, d_len, LstmCell<T, Act::Relu>{{q.H, q.P, proj}}, w, args);
 }
 
 template void lstm_forward<float>(const Seq&, const int64_t*, Act, const Weights<float>&, const ForwardArgs<float>&, bool);

@@ -7,17 +7,7 @@ namespace fusedrnn::cuda {
 namespace {
 
 template <typename T, Act A>
-struct RnnCell {
-  static constexpr int64_t kGates = rnn::kGates;
-  static constexpr bool kHasCell = false;
-  static constexpr bool kSeparateDgh = false;
-  static constexpr bool kDirectPath = false;
-  int64_t H;
-
-  FUSEDRNN_HD int64_t width() const { return rnn::ws_width(H); }
-  FUSEDRNN_HD int64_t off_hprev() const { return rnn::off_hprev(H); }
-  FUSEDRNN_HD int64_t off_hcore() const { return 0; }
-
+struct RnnCell : rnn::Layout {
   template <bool Training>
   FUSEDRNN_HD void forward(int64_t j, const T* xp, const T* hp, const T* bih, const T* bhh, const T*, const T*,
                            T* h_out, T*, T* ws) const {
@@ -33,14 +23,14 @@ struct RnnCell {
 template <typename T>
 void rnn_forward(const Seq& q, const int64_t* d_len, Act a, const Weights<T>& w, const ForwardArgs<T>& args,
                  bool training) {
-  if (a == Act::Tanh) run_forward(q, d_len, RnnCell<T, Act::Tanh>{q.H}, w, args, training);
-  else run_forward(q, d_len, RnnCell<T, Act::Relu>{q.H}, w, args, training);
+  if (a == Act::Tanh) run_forward(q, d_len, RnnCell<T, Act::Tanh>{{q.H}}, w, args, training);
+  else run_forward(q, d_len, RnnCell<T, Act::Relu>{{q.H}}, w, args, training);
 }
 
 template <typename T>
 void rnn_backward(const Seq& q, const int64_t* d_len, Act a, const Weights<T>& w, const BackwardArgs<T>& args) {
-  if (a == Act::Tanh) run_backward(q, d_len, RnnCell<T, Act::Tanh>{q.H}, w, args);
-  else run_backward(q, d_len, RnnCell<T, Act::Relu>{q.H}, w, args);
+  if (a == Act::Tanh) run_backward(q, d_len, RnnCell<T, Act::Tanh>{{q.H}}, w, args);
+  else run_backward(q, d_len, RnnCell<T, Act::Relu>{{q.H}}, w, args);
 }
 
 template void rnn_forward<float>(const Seq&, const int64_t*, Act, const Weights<float>&, const ForwardArgs<float>&, bool);

@@ -19,6 +19,19 @@ FUSEDRNN_HD int64_t off_hn(int64_t H) { return 3 * H; }
 FUSEDRNN_HD int64_t off_hprev(int64_t H) { return 4 * H; }
 FUSEDRNN_HD int64_t ws_width(int64_t H) { return 5 * H; }
 
+// What the time loops (CPU and CUDA) read of the cell besides its math: gate count, which
+// states and gradient paths it has, and the workspace layout.
+struct Layout {
+  static constexpr int64_t kGates = gru::kGates;
+  static constexpr bool kHasCell = false;
+  static constexpr bool kSeparateDgh = true;  // n's W_hh rows see r * dn, its W_ih rows dn
+  static constexpr bool kDirectPath = true;   // h' = ... + z * h
+  int64_t H;
+  FUSEDRNN_HD int64_t width() const { return ws_width(H); }
+  FUSEDRNN_HD int64_t off_hprev() const { return gru::off_hprev(H); }
+  FUSEDRNN_HD int64_t off_hcore() const { return 0; }  // no projection
+};
+
 // Unit j of one row (strides as lstm::forward_unit).  h_in: the row's h.
 template <bool Training, typename T>
 FUSEDRNN_HD void forward_unit(int64_t j, int64_t H, const T* xp, int64_t xs, const T* hp, int64_t hs,

@@ -23,6 +23,20 @@ FUSEDRNN_HD int64_t off_hprev(int64_t H) { return 5 * H; }
 FUSEDRNN_HD int64_t off_hcore(int64_t H, int64_t P) { return 5 * H + P; }
 FUSEDRNN_HD int64_t ws_width(int64_t H, int64_t P, bool proj) { return 5 * H + P + (proj ? H : 0); }
 
+// What the time loops (CPU and CUDA) read of the cell besides its math: gate count, which
+// states and gradient paths it has, and the workspace layout.
+struct Layout {
+  static constexpr int64_t kGates = lstm::kGates;
+  static constexpr bool kHasCell = true;       // the cell state c
+  static constexpr bool kSeparateDgh = false;  // W_hh's gate-gradient rows are W_ih's
+  static constexpr bool kDirectPath = false;   // h reaches h' only through the gates
+  int64_t H, P;
+  bool proj;
+  FUSEDRNN_HD int64_t width() const { return ws_width(H, P, proj); }
+  FUSEDRNN_HD int64_t off_hprev() const { return lstm::off_hprev(H); }
+  FUSEDRNN_HD int64_t off_hcore() const { return lstm::off_hcore(H, P); }
+};
+
 // Unit j of one row.  xp / hp: the row's x W_ih^T and h W_hh^T, gate k of unit j at k*xs + j
 // and k*hs + j (the strides differ from H in the CPU's packed loop); biases [4H]; ws: the row's
 // workspace (Training only).  h_out gets o * act(c') (before any projection).

@@ -15,6 +15,19 @@ constexpr int64_t kGates = 1;
 FUSEDRNN_HD int64_t off_hprev(int64_t H) { return H; }
 FUSEDRNN_HD int64_t ws_width(int64_t H) { return 2 * H; }
 
+// What the time loops (CPU and CUDA) read of the cell besides its math: gate count, which
+// states and gradient paths it has, and the workspace layout.
+struct Layout {
+  static constexpr int64_t kGates = rnn::kGates;
+  static constexpr bool kHasCell = false;
+  static constexpr bool kSeparateDgh = false;
+  static constexpr bool kDirectPath = false;  // h reaches h' only through the gates
+  int64_t H;
+  FUSEDRNN_HD int64_t width() const { return ws_width(H); }
+  FUSEDRNN_HD int64_t off_hprev() const { return rnn::off_hprev(H); }
+  FUSEDRNN_HD int64_t off_hcore() const { return 0; }  // no projection
+};
+
 template <Act A, bool Training, typename T>
 FUSEDRNN_HD void forward_unit(int64_t j, const T* xp, const T* hp, const T* bih, const T* bhh,
                               T* h_out, T* ws) {
