@@ -107,6 +107,20 @@ def make_case(rng, cell, T, B, I, H, dtype, *, proj=0, bias=True, with_state=Tru
 # ----------------------------------------------------------------------------
 
 # (cell, activation) for every cell variant; activation is None for the GRU.
+# The kernel-test options, shared by tests/test_kernels.py and tests/cuda/test_cuda_ops.py.
+# name: (make_case options, forward options, projection size P; LSTM only when P > 0)
+OPTIONS = {
+    "plain": (dict(with_state=False, lengths=False), dict(reverse=False), 0),
+    "state": (dict(with_state=True, lengths=False), dict(reverse=False), 0),
+    "lengths": (dict(with_state=True, lengths=True), dict(reverse=False), 0),
+    "reverse": (dict(with_state=True, lengths=False), dict(reverse=True), 0),
+    "reverse_lengths": (dict(with_state=True, lengths=True), dict(reverse=True), 0),
+    # P < H, P < H with lengths, and P > H with ragged reverse
+    "proj": (dict(with_state=True, lengths=False), dict(reverse=False), 7),
+    "proj_lengths": (dict(with_state=True, lengths=True), dict(reverse=False), 3),
+    "proj_reverse_lengths": (dict(with_state=True, lengths=True), dict(reverse=True), 20),
+}
+
 CELL_CONFIGS = {
     "lstm-tanh": ("lstm", "tanh"),
     "lstm-relu": ("lstm", "relu"),

@@ -11,7 +11,7 @@ every compiled instruction-set variant, and NaN / inf inputs.
 import numpy as np
 import pytest
 
-from conftest import (CELL_CONFIGS, GATES, assert_close, make_case, make_cotangents,
+from conftest import (CELL_CONFIGS, GATES, OPTIONS, assert_close, make_case, make_cotangents,
                       make_lengths, run_backward, run_forward)
 import fusedrnn
 from fusedrnn import _core, ops
@@ -59,17 +59,6 @@ def check_against_reference(rng, cell, act, case, dtype, what, **opts):
 # every cell x dtype x option vs the oracle
 # ----------------------------------------------------------------------------
 
-# name: (make_case options, forward options, proj)
-OPTIONS = {
-    "plain": (dict(with_state=False, lengths=False), dict(reverse=False), 0),
-    "state": (dict(with_state=True, lengths=False), dict(reverse=False), 0),
-    "lengths": (dict(with_state=True, lengths=True), dict(reverse=False), 0),
-    "reverse": (dict(with_state=True, lengths=False), dict(reverse=True), 0),
-    "reverse_lengths": (dict(with_state=True, lengths=True), dict(reverse=True), 0),
-    # LSTM only: P < H, and P > H with ragged reverse
-    "proj": (dict(with_state=True, lengths=False), dict(reverse=False), 7),
-    "proj_reverse_lengths": (dict(with_state=True, lengths=True), dict(reverse=True), 20),
-}
 
 MATRIX = [(config, option) for config in CONFIG_IDS for option in OPTIONS
           if not (OPTIONS[option][2] and CELL_CONFIGS[config][0] != "lstm")]

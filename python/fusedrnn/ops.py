@@ -244,16 +244,11 @@ def _backward(cell, cache, dout, dh_n, dc_n):
 
         if cuda_ops.on_device(cache):
             return cuda_ops.backward(cell, cache, dout, dh_n, dc_n)
-    T = cache.x.shape[0]
     dout, dh_n, dc_n = _backward_args(cell, cache, dout, dh_n, dc_n)
     fn = getattr(_core, f"{cell}_backward")
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = fn(
         cache.x, cache.w_ih, cache.w_hh, cache.w_hr, cache.lengths, cache.reverse,
         cache.activation, cache.workspace, dout, dh_n, dc_n)
-    if cache.lengths is not None:
-        # x past a sequence's length influences nothing, so its gradient is 0, even where the
-        # kernel's product with a non-finite weight made it 0 * inf = NaN.
-        dx[np.arange(T)[:, None] >= cache.lengths[None, :]] = 0
     return _grads(cell, cache, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr)
 
 

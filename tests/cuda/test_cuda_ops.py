@@ -11,7 +11,7 @@ FUSEDRNN_CUDA_EMULATION build the same sources on the emulated device.
 import numpy as np
 import pytest
 
-from conftest import CELL_CONFIGS, assert_close, make_case, make_cotangents, run_backward, run_forward
+from conftest import CELL_CONFIGS, OPTIONS, assert_close, make_case, make_cotangents, run_backward, run_forward
 import fusedrnn
 from fusedrnn import _core, ops
 from fusedrnn import reference as ref
@@ -21,17 +21,6 @@ pytestmark = pytest.mark.skipif(not fusedrnn.cuda_available(),
 
 DTYPES = [np.float32, np.float64]
 
-# name: (make_case options, forward options, proj); the same cases as tests/test_kernels.py
-OPTIONS = {
-    "plain": (dict(with_state=False, lengths=False), dict(reverse=False), 0),
-    "state": (dict(with_state=True, lengths=False), dict(reverse=False), 0),
-    "lengths": (dict(with_state=True, lengths=True), dict(reverse=False), 0),
-    "reverse": (dict(with_state=True, lengths=False), dict(reverse=True), 0),
-    "reverse_lengths": (dict(with_state=True, lengths=True), dict(reverse=True), 0),
-    "proj": (dict(with_state=True, lengths=False), dict(reverse=False), 7),
-    "proj_lengths": (dict(with_state=True, lengths=True), dict(reverse=False), 3),
-    "proj_reverse_lengths": (dict(with_state=True, lengths=True), dict(reverse=True), 20),
-}
 MATRIX = [(config, option) for config in CELL_CONFIGS for option in OPTIONS
           if not (OPTIONS[option][2] and CELL_CONFIGS[config][0] != "lstm")]
 
