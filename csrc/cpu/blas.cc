@@ -7,7 +7,7 @@
 #include "blas.h"
 
 #include <cblas.h>
-#include <omp.h>
+#include "omp_compat.h"
 
 #include <algorithm>
 #include <stdexcept>

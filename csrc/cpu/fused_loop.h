@@ -19,7 +19,7 @@
 #if defined(__AVX512F__)
 
 #include <immintrin.h>
-#include <omp.h>
+#include "omp_compat.h"
 #include <sched.h>
 
 #include <algorithm>
