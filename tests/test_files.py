@@ -3,7 +3,6 @@ failures (disk full, read-only folder) that leave the previous file intact."""
 
 import errno
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -62,6 +61,7 @@ _KILLED_WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="stale files are recognised by probing pids (POSIX)")
 def test_a_writer_killed_mid_save_leaves_a_file_the_next_save_removes(tmp_path):
     target = tmp_path / "ckpt.npz"
     target.write_bytes(b"previous")
@@ -69,7 +69,7 @@ def test_a_writer_killed_mid_save_leaves_a_file_the_next_save_removes(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target)],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "writing"
-        proc.send_signal(signal.SIGKILL)
+        proc.kill()  # SIGKILL
         proc.wait()
         proc.stdout.close()
     # each new save removed the file of the writer killed before it: they never pile up

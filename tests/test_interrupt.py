@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 _SCRIPT = textwrap.dedent("""
-    import os, signal, sys, threading, time
+    import signal, sys, threading, time
     import numpy as np
     import fusedrnn
     from fusedrnn import ops, reference as ref
@@ -30,7 +30,7 @@ _SCRIPT = textwrap.dedent("""
     def interrupted_after(call, delay=0.3):
         sent = []
         timer = threading.Timer(delay, lambda: (sent.append(time.monotonic()),
-                                                os.kill(os.getpid(), signal.SIGINT)))
+                                                signal.raise_signal(signal.SIGINT)))
         start = time.monotonic()
         timer.start()
         try:

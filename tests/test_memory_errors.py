@@ -57,6 +57,8 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="needs an enforced address-space limit (RLIMIT_AS) and /proc: Linux only")
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_workspace_memory_error_names_the_size(tmp_path, cell):
     script = tmp_path / "oom.py"

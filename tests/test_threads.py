@@ -35,6 +35,8 @@ _FORK_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(),
+                    reason="this platform has no fork start method")
 def test_forked_children_do_not_hang(tmp_path):
     script = tmp_path / "fork_after_threads.py"
     script.write_text(_FORK_SCRIPT)
@@ -97,12 +99,18 @@ def _child_threads(env=None, pin_one_cpu=False):
     return int(threads), int(default), int(cpus), eval(source), proc.stderr
 
 
+# The affinity mask (os.sched_getaffinity/sched_setaffinity) exists on Linux only.
+_needs_affinity = pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"),
+                                     reason="no CPU affinity API (Linux only)")
+
+
 def _usable_cpus():
     import os
 
     return len(os.sched_getaffinity(0))
 
 
+@_needs_affinity
 def test_default_is_the_usable_cpus():
     threads, default, cpus, source, err = _child_threads()
     assert threads == default == cpus
@@ -111,12 +119,14 @@ def test_default_is_the_usable_cpus():
     assert "RuntimeWarning" not in err
 
 
+@_needs_affinity
 def test_default_follows_the_affinity_mask():
     threads, default, cpus, source, _ = _child_threads(pin_one_cpu=True)
     assert (threads, default, cpus, source) == (1, 1, 1, "affinity")
 
 
 @pytest.mark.skipif(not __import__("shutil").which("taskset"), reason="taskset is not installed")
+@_needs_affinity
 def test_default_follows_taskset():
     import os
 
@@ -316,6 +326,7 @@ _PINNED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@_needs_affinity
 def test_two_threads_on_one_core_fall_back_to_one(tmp_path):
     script = tmp_path / "pinned.py"
     script.write_text(_PINNED_SCRIPT)

@@ -5,7 +5,20 @@ Conventions (shapes, gate order, lengths): docs/conventions.md and README.md.
 
 import sys as _sys
 
-from ._blas import load_core as _load_core
+
+def _installed_version() -> str:
+    # The version is written once, in pyproject.toml; the installed package's metadata has it.
+    try:
+        from importlib.metadata import version
+
+        return version("fusedrnn")
+    except Exception:  # e.g. run from a source tree with no metadata: never fail the import
+        return "0+unknown"
+
+
+__version__ = _installed_version()
+
+from ._blas import load_core as _load_core  # noqa: E402
 
 _core = _load_core()
 
@@ -28,8 +41,6 @@ for _old, _new in (("models", keras.models), ("nn", keras.pieces), ("losses", lo
     _sys.modules[f"{__name__}.{_old}"] = _new
     globals()[_old] = _new
 del _old, _new
-
-__version__ = "0.1.0"
 
 __all__ = [
     "LSTM",

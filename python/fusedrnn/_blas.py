@@ -8,12 +8,19 @@ the user has not set ``OPENBLAS_CORETYPE`` and the CPU is an AMD one with the AV
 OpenBLAS's SkylakeX kernels use, fusedrnn sets it to ``SkylakeX`` for the duration of the load
 (the process environment is restored afterwards).  Intel CPUs are left to OpenBLAS's own
 detection, which knows them.  ``fusedrnn.build_info()["blas_core"]`` shows the result.
+
+Importing ``scipy_openblas32`` loads the library itself (its ``__init__`` calls into it), so the
+variable is set before that import.  If something imported ``scipy_openblas32`` before fusedrnn,
+the library is already loaded with its own choice and nothing here can change it.
+
+``_FUSEDRNN_CPUINFO`` (private, for the tests) names a file read in place of /proc/cpuinfo.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 _AVX512_FLAGS = ("avx512f", "avx512dq", "avx512bw", "avx512vl")
 
@@ -21,7 +28,8 @@ _AVX512_FLAGS = ("avx512f", "avx512dq", "avx512bw", "avx512vl")
 def _cpu_flags() -> tuple[str, set[str]]:
     """(vendor, flags) read from /proc/cpuinfo; empty on other systems."""
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+        with open(os.environ.get("_FUSEDRNN_CPUINFO", "/proc/cpuinfo"), encoding="ascii",
+                  errors="replace") as f:
             text = f.read(1 << 16)
     except OSError:
         return "", set()
@@ -40,23 +48,40 @@ def _cpu_flags() -> tuple[str, set[str]]:
 
 def _wanted_coretype() -> str | None:
     if "OPENBLAS_CORETYPE" in os.environ:
-        return None
+        return None  # the user's choice stands
     vendor, flags = _cpu_flags()
     if vendor == "AuthenticAMD" and all(f in flags for f in _AVX512_FLAGS):
         return "SkylakeX"
     return None
 
 
-def load_core():
-    import scipy_openblas32
+def _load_openblas() -> None:
+    """Load the shared OpenBLAS so that the extension's reference to it resolves to this copy."""
+    global _dll_directory
+    import scipy_openblas32  # older releases only locate the library; newer ones also load it
 
-    lib = os.path.join(scipy_openblas32.get_lib_dir(), scipy_openblas32.get_library(True))
+    lib_dir = scipy_openblas32.get_lib_dir()
+    if sys.platform == "win32":
+        # There get_library(True) names the import library (.lib), which cannot be loaded; the
+        # extension finds the DLL by its name on the DLL search path.
+        _dll_directory = os.add_dll_directory(lib_dir)
+        names = [n for n in os.listdir(lib_dir) if n.lower().endswith(".dll")]
+    else:
+        names = [scipy_openblas32.get_library(True)]
+    for name in names:
+        # By path, so that the extension uses this copy whatever the install layout.
+        ctypes.CDLL(os.path.join(lib_dir, name), mode=ctypes.RTLD_GLOBAL)
+
+
+_dll_directory = None  # kept: closing it would take the folder off the DLL search path
+
+
+def load_core():
     coretype = _wanted_coretype()
     if coretype:
         os.environ["OPENBLAS_CORETYPE"] = coretype
     try:
-        # Loaded by path first so the extension finds it whatever the install layout.
-        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+        _load_openblas()
         from . import _core
     finally:
         if coretype:

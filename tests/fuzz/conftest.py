@@ -8,6 +8,7 @@ Profiles (chosen by the FUSEDRNN_FUZZ environment variable, see docs/fuzzing.md)
 
 import faulthandler
 import os
+import sys
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
@@ -33,6 +34,20 @@ settings.load_profile(PROFILE)
 # A test of this folder that runs longer than this is hung: dump every thread's stack and
 # exit, so a hang is a failure with a traceback instead of a run that never ends.
 _HANG_SECONDS = 600 if PROFILE == "long" else 120
+
+
+@pytest.fixture(scope="module")
+def worker():
+    """The crash-isolating child process (isolation.py).  Linux only: it reads its pipe with
+    select() (sockets only on Windows) and relies on an enforced address-space limit
+    (RLIMIT_AS, which macOS does not enforce) so that sizes past memory fail without paging."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the crash-isolated fuzz cases need Linux (select on pipes, RLIMIT_AS)")
+    from .isolation import Worker
+
+    w = Worker()
+    yield w
+    w.close()
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, strategies as st
 
 from .counting import counted, examples
-from .isolation import Worker
 from .oracle import GATES, assert_matches
 from .strategies import PROVENANCE, Variant, bad_values, materialize, ops_cases
 from .test_ops_fuzz import forward as ops_style_forward
@@ -21,13 +20,6 @@ BWD_NAMES = ["x", "w_ih", "w_hh", "w_hr", "lengths", "reverse", "activation", "w
              "dout", "dh_n", "dc_n"]
 CLEAN = ("TypeError", "ValueError", "MemoryError")
 GEOMETRY = ("x", "w_ih", "w_hr")  # T, B, I, H and P are read off these
-
-
-@pytest.fixture(scope="module")
-def worker():
-    w = Worker()
-    yield w
-    w.close()
 
 
 def raw_args(cell, kw):

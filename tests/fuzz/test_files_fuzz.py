@@ -14,17 +14,9 @@ from hypothesis import given, strategies as st
 import fusedrnn
 
 from .counting import counted, examples, known_defects
-from .isolation import Worker
 
 MAX_RSS = 500 << 20
 MAX_SECONDS = 10.0
-
-
-@pytest.fixture(scope="module")
-def worker():
-    w = Worker()
-    yield w
-    w.close()
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ import functools
 import gc
 import math
 import os
+import sys
 import threading
 import time
 import tracemalloc
@@ -126,10 +127,18 @@ def memory_method() -> str:
     return "rss"
 
 
-try:
-    _malloc_trim = ctypes.CDLL(None).malloc_trim
-except (OSError, AttributeError):  # not glibc
-    _malloc_trim = None
+def _find_malloc_trim():
+    """glibc's malloc_trim, or None.  Only Linux is asked: CDLL(None), the symbols already in
+    the process, raises TypeError on Windows; musl and macOS have no malloc_trim."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 def _status_kib(field: str) -> int:
