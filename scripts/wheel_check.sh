@@ -7,6 +7,7 @@
 #
 # PYTHON: the interpreter to build for (default python3; CI passes its venv's).
 # WHEEL: check this already built (unrepaired) wheel instead of building one.
+# WHEEL_CHECK_TESTS: pytest arguments (default: tests, the whole suite).
 # WHEEL_CHECK_KEEP=1 keeps the temporary folder (its path is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,5 +94,6 @@ venv = os.path.realpath(sys.argv[1])
 assert where.startswith(venv + os.sep), f"fusedrnn imported from {where}, not from {venv}"
 print(f"wheel_check: fusedrnn {fusedrnn.__version__} from {where}, isa {fusedrnn.build_info()['isa']}")
 EOF
-"${fresh[@]}" python -m pytest -q -p no:cacheprovider tests
+# shellcheck disable=SC2086  # WHEEL_CHECK_TESTS is a list of pytest arguments
+"${fresh[@]}" python -m pytest -q -p no:cacheprovider ${WHEEL_CHECK_TESTS:-tests}
 lap "suite passed against the installed wheel"
