@@ -1,0 +1,116 @@
+// The streaming step kernel (layout and contract: step.h), compiled once per instruction set.
+// The cell math is the per-unit code of include/fusedrnn/cells/*.h, as in the sequence loops.
+#include "step.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "fusedrnn/cells/gru.h"
+#include "fusedrnn/cells/lstm.h"
+#include "fusedrnn/cells/rnn.h"
+
+namespace fusedrnn::cpu::FUSEDRNN_ISA {
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;
+#else
+constexpr int kVectorBytes = 16;
+#endif
+
+// y[b, :N] = x[b, :K] W^T over packed panels.
+template <typename T>
+void product(int64_t B, const T* __restrict x, int64_t ldx, const Panels<T>& w, T* __restrict y,
+             int64_t ldy) {
+  constexpr int64_t W = kStepPanel<T>;
+  const int64_t panels = (w.N + W - 1) / W;
+  for (int64_t b = 0; b < B; ++b) {
+    const T* xb = x + b * ldx;
+    T* yb = y + b * ldy;
+    for (int64_t p = 0; p < panels; ++p) {
+      const T* wp = w.data + p * w.K * W;
+#if defined(__GNUC__)
+      // The compiler's vectors at the instruction set's width: the accumulators stay in
+      // registers across k (a plain array or wider vectors go through memory every k).
+      typedef T V __attribute__((vector_size(kVectorBytes)));
+      constexpr int kV = kVectorBytes / sizeof(T), kN = W / kV;
+      V acc[kN] = {};
+      for (int64_t k = 0; k < w.K; ++k) {
+        const V xv = V{} + xb[k];  // broadcast
+        const T* row = wp + k * W;
+        for (int i = 0; i < kN; ++i) {
+          V wv;
+          std::memcpy(&wv, row + i * kV, sizeof wv);
+          acc[i] += xv * wv;
+        }
+      }
+      T out[W];
+      std::memcpy(out, acc, sizeof out);
+#else
+      T out[W] = {};
+      for (int64_t k = 0; k < w.K; ++k)
+        for (int64_t l = 0; l < W; ++l) out[l] += xb[k] * wp[k * W + l];
+#endif
+      const int64_t n = std::min(W, w.N - p * W);
+      std::memcpy(yb + p * W, out, n * sizeof(T));
+    }
+  }
+}
+
+template <typename T, Act A>
+void run(const StepArgs<T>& a) {
+  const int64_t B = a.B, H = a.H, P = a.P, GH = a.G * a.H;
+  T* xp = a.scratch;             // [B, GH]
+  T* hp = xp + B * GH;           // [B, GH]
+  T* core = hp + B * GH;         // [B, H]: o * act(c') before the projection
+  const T* in = a.x;
+  int64_t ldin = a.layers[0].ih.K;
+  for (int64_t l = 0; l < a.L; ++l) {
+    const StepLayer<T>& w = a.layers[l];
+    const T* h = a.h + l * B * P;
+    T* h_out = a.h_out + l * B * P;
+    product(B, in, ldin, w.ih, xp, GH);
+    product(B, h, P, w.hh, hp, GH);
+    for (int64_t b = 0; b < B; ++b) {
+      const T* xr = xp + b * GH;
+      const T* hr = hp + b * GH;
+      if (a.cell == StepCell::Lstm) {
+        const bool proj = w.hr.N > 0;
+        const T* c = a.c + (l * B + b) * H;
+        T* c_out = a.c_out + (l * B + b) * H;
+        T* ho = proj ? core + b * H : h_out + b * P;
+        for (int64_t j = 0; j < H; ++j)
+          lstm::forward_unit<A, false>(j, H, xr, H, hr, H, w.b_ih, w.b_hh, c, ho, c_out,
+                                       static_cast<T*>(nullptr));
+      } else if (a.cell == StepCell::Gru) {
+        const T* hin = h + b * P;
+        T* ho = h_out + b * P;
+        for (int64_t j = 0; j < H; ++j)
+          gru::forward_unit<false>(j, H, xr, H, hr, H, w.b_ih, w.b_hh, hin, ho,
+                                   static_cast<T*>(nullptr));
+      } else {
+        T* ho = h_out + b * P;
+        for (int64_t j = 0; j < H; ++j)
+          rnn::forward_unit<A, false>(j, xr, hr, w.b_ih, w.b_hh, ho, static_cast<T*>(nullptr));
+      }
+    }
+    if (w.hr.N > 0) product(B, core, H, w.hr, h_out, P);
+    in = h_out;
+    ldin = P;
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void step_forward(const StepArgs<T>& a) {
+  if (a.act == Act::Tanh) run<T, Act::Tanh>(a);
+  else run<T, Act::Relu>(a);
+}
+
+template void step_forward<float>(const StepArgs<float>&);
+template void step_forward<double>(const StepArgs<double>&);
+
+}  // namespace fusedrnn::cpu::FUSEDRNN_ISA
