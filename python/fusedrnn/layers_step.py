@@ -33,26 +33,30 @@ class StepMixin:
     def step(self, x, state=None):
         """``out_t, state = layer.step(x_t, state=None)``: one time step of every layer; see
         fusedrnn.layers_step for shapes.  Returns new arrays; the arguments are not modified."""
-        entry = self.__dict__.get("_step_model")
-        params = self._params
+        # The per-call path is kept short: at streaming sizes it is a fair part of a step.
+        d = self.__dict__
+        entry, params = d.get("_step_model"), d["_params"]
         if entry is None or entry[0] is not params or entry[1] != params.version:
             entry = self._pack_step()
         if type(x) is not np.ndarray:
             x = self._array(x, "x")
-        if self._cell == "lstm":
-            if state is None:
-                h = c = None
-            elif isinstance(state, (tuple, list)) and len(state) == 2:
-                h, c = (s if s is None or type(s) is np.ndarray else self._array(s, n)
-                        for s, n in zip(state, ("h", "c")))
-            else:
-                raise TypeError(f"state must be None or a tuple (h, c), got {type(state).__name__}")
-            h, c = entry[2].step(x, h, c)
-            return h[-1], (h, c)
-        if state is not None and type(state) is not np.ndarray:
-            state = self._array(state, "state")
-        h = entry[2].step(x, state, None)[0]
-        return h[-1], h
+        if self._cell != "lstm":
+            if state is not None and type(state) is not np.ndarray:
+                state = self._array(state, "state")
+            h = entry[2].step(x, state, None)[0]
+            return h[-1], h
+        if state is None:
+            h = c = None
+        elif isinstance(state, (tuple, list)) and len(state) == 2:
+            h, c = state
+            if h is not None and type(h) is not np.ndarray:
+                h = self._array(h, "h")
+            if c is not None and type(c) is not np.ndarray:
+                c = self._array(c, "c")
+        else:
+            raise TypeError(f"state must be None or a tuple (h, c), got {type(state).__name__}")
+        h, c = entry[2].step(x, h, c)
+        return h[-1], (h, c)
 
     def _pack_step(self):
         if self.bidirectional:

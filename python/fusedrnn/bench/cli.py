@@ -100,6 +100,9 @@ def add_bench(subparsers):
     g.add_argument("--mode", choices=("fwd", "fwdbwd", "both"),
                    help="fwd, fwdbwd, or both (default: both, or the grid's own modes)")
     g.add_argument("--list", action="store_true", help="print the cases and their flops, run nothing")
+    g.add_argument("--step", action="store_true",
+                   help="streaming latency instead: one layer.step call against torch's cell, and T "
+                        "steps against one forward (defaults B=1, I=H=128, T=100, cell lstm)")
     g = p.add_argument_group("contenders and threads")
     g.add_argument("--contenders", metavar="LIST",
                    help="comma-separated out of fusedrnn,numpy,torch (default: all; torch when importable)")
@@ -201,7 +204,25 @@ def _write_files(args, head, results, complete, exit_code):
         report.write_atomic(args.markdown, report.to_markdown(head, results))
 
 
+def _run_step(args, parser) -> int:
+    from . import step
+
+    if args.grid or args.bidirectional or args.mode or args.device != "cpu":
+        parser.error("--step times one configuration: use -B/-T/-I/-H, --cell, --layers, --dtype, "
+                     "--threads, --seed, --repeats and --json (no --grid, --mode, --bidirectional, --device)")
+    cells = ("lstm",) if args.cell is None else _split_names(args.cell, CELLS, "--cell", parser)
+    use_torch = torch_available() and (args.contenders is None or "torch" in args.contenders)
+    H = args.H or 128
+    for cell in cells:
+        step.run(cell, args.B or 1, args.I or H, H, args.T or 100, args.layers or 1,
+                 args.dtype or "float32", args.threads or 1, args.seed, max(args.repeats, 15),
+                 use_torch, args.json)
+    return EXIT_OK
+
+
 def run_bench(args, parser) -> int:
+    if args.step:
+        return _run_step(args, parser)
     cases = _bench_cases(args, parser)
     if args.list:
         for c in cases:
