@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import _device, build_info
 from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from . import report, timing
+from . import isa, report, timing
 from .cases import (CELLS, DEEPBENCH_HELP, DTYPES, FLOPS_HELP, GRIDS, MODES, STANDARD_SIZES, Case,
                     grid)
 from .contenders import CONTENDERS, torch_available
@@ -111,6 +111,8 @@ def add_bench(subparsers):
                         "emulated build the device times are marked as emulated")
     g.add_argument("--threads", type=_positive_int, metavar="N",
                    help="threads for every contender (default: all usable cores)")
+    g.add_argument("--isa", choices=tuple(isa.ISAS), help=isa.HELP)
+    g.add_argument("--isa-child", choices=tuple(isa.ISAS), help=argparse.SUPPRESS)
     g = p.add_argument_group("timing")
     g.add_argument("--warmup", type=_positive_int, default=2, metavar="N",
                    help="untimed calls per contender before timing (default 2)")
@@ -220,8 +222,40 @@ def _run_step(args, parser) -> int:
     return EXIT_OK
 
 
+def _run_isa(args, cases, contenders, threads, head, note) -> int:
+    """--isa: each contender in a child process restricted to the ISA, merged into one table."""
+    try:
+        runs, worst = isa.run_children(args.isa, args.argv, contenders, threads["requested"])
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    records = {name: runs[name]["header"]["isa_child"] for name in contenders}
+    if "fusedrnn" in records:  # the header's fusedrnn line shows what its child ran
+        f = records["fusedrnn"]["fusedrnn"]
+        head["fusedrnn"] = dict(head["fusedrnn"], isa=f["kernels"], blas_core=f["blas_core"])
+    head["isa"] = {"requested": args.isa, "contenders": records,
+                   "note": "each contender ran in its own child process, one after another"}
+    results = isa.merge(runs, contenders)
+    table = report.Table(cases)
+    lines = report.header_lines(head)
+    lines.append(f"isa {args.isa}: " + " · ".join(isa.describe(n, records[n]) for n in contenders))
+    table.print_header(lines + ([note] if note else []))
+    for case, result in zip(cases, results):
+        table.print_case(result, case.shape_label, case.mode)
+    exit_code = EXIT_FAILED if worst or any(r["validation"]["status"] != "ok" for r in results) else EXIT_OK
+    _write_files(args, head, results, complete=True, exit_code=exit_code)
+    if args.plot:
+        report.write_plot(args.plot, head, results)
+    for flag in ("json", "csv", "markdown", "plot"):
+        if getattr(args, flag):
+            print(f"wrote {getattr(args, flag)}")
+    return exit_code
+
+
 def run_bench(args, parser) -> int:
     if args.step:
+        if args.isa:
+            parser.error("--isa does not apply to --step (run it under the environment instead)")
         return _run_step(args, parser)
     cases = _bench_cases(args, parser)
     if args.list:
@@ -239,11 +273,23 @@ def run_bench(args, parser) -> int:
         if problem:
             parser.error(problem)
 
+    if args.isa and not args.isa_child:
+        if args.device != "cpu" or any(c.endswith("cuda") for c in contenders):
+            parser.error("--isa restricts the CPU contenders; it does not apply to --device cuda")
+        problem = isa.check(args.isa)
+        if problem:
+            parser.error(f"--isa {args.isa}: {problem}")
+    child_record = isa.enter_child(args.isa_child) if args.isa_child else None
+
     settings = timing.Settings(contenders=contenders, warmup=args.warmup, repeats=args.repeats,
                               min_time=args.min_time, numpy_limit=args.numpy_limit, settle=args.settle,
                               seed=args.seed, memory=not args.no_memory)
     threads = timing.set_threads(args.threads or report.usable_cores(), contenders)
     head = report.header(args.argv, settings, threads)
+    if child_record is not None:
+        head["isa_child"] = child_record
+    if args.isa and not args.isa_child:
+        return _run_isa(args, cases, contenders, threads, head, note)
     table = report.Table(cases)
     table.print_header(report.header_lines(head) + ([note] if note else []))
 
