@@ -285,3 +285,22 @@ def test_device_weight_cache_uploads_on_a_new_version(monkeypatch):
     other = np.zeros(3)
     cache.get("w", other, 1)  # a replaced array is uploaded even at the same version
     assert len(uploads) == 3 and uploads[-1][0] == 0.0
+
+
+def test_concurrent_steps_on_one_layer_match_serial_ones(rng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    layer = LSTM(64, 64, num_layers=2, seed=1)  # B=64: large enough to release the GIL
+    xs = [rng.standard_normal((B, 64)).astype(np.float32) for B in (64, 1, 64, 3) * 4]
+
+    def run(x):
+        state = None
+        for _ in range(5):
+            out, state = layer.step(x, state)
+        return out
+
+    serial = [run(x) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(run, xs))
+    for a, b in zip(concurrent, serial):
+        np.testing.assert_array_equal(a, b)

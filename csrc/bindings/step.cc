@@ -1,12 +1,14 @@
 // fusedrnn._core.Step32 / Step64: the streaming step (csrc/cpu/step.h) over weights packed
 // once at construction.  python/fusedrnn/layers.py builds one per layer and builds it again
 // when the layer's weight version changes; the object never looks at the layer's arrays after
-// packing.  The GIL stays held: a step at streaming sizes takes microseconds, less than
-// releasing and re-acquiring it would be worth, and holding it makes concurrent calls on one
-// object (which share its scratch) safe.
+// packing.  The GIL is released only for steps of at least kReleaseWork multiply-adds: a
+// streaming step (B = 1, H = 128: 131k) takes a few microseconds, and releasing and taking
+// the GIL back would add to every one; a larger batch lets other Python threads run meanwhile.
+// A mutex per object guards its scratch, so concurrent calls on one object are safe either way.
 #include "cpu/step.h"
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,8 @@ namespace {
 using cpu::Panels;
 using cpu::StepCell;
 using cpu::StepLayer;
+
+constexpr int64_t kReleaseWork = int64_t(1) << 21;
 
 template <typename T>
 using StepFn = void (*)(const cpu::StepArgs<T>&);
@@ -83,6 +87,7 @@ class StepModel {
         throw py::value_error("P < H needs w_hr");
       }
       layers_.push_back(s);
+      work_per_row_ += G_ * H * (I + P) + (s.hr.N ? P * H : 0);
     }
   }
 
@@ -100,6 +105,13 @@ class StepModel {
                             std::to_string(I_) + "), got " + shape_str(x));
     const int64_t B = batched ? x.shape(0) : 1;
     const bool lstm = cell_ == StepCell::Lstm;
+    // The object's buffers (zeros for absent states, scratch) are used under its mutex, taken
+    // without waiting while holding the GIL (its holder may need the GIL back).
+    std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+    if (!lock.owns_lock()) {
+      py::gil_scoped_release nogil;
+      lock.lock();
+    }
     const T* h = state(h_obj, "h", batched, B, P_, h_zero_);
     const T* c = lstm ? state(c_obj, "c", batched, B, H_, c_zero_) : nullptr;
     if (!lstm && !c_obj.is_none()) throw py::value_error("c: only an LSTM has a cell state");
@@ -114,7 +126,13 @@ class StepModel {
     cpu::StepArgs<T> a{cell_, act_, L_, B, H_, P_, G_, layers_.data(),
                        static_cast<const T*>(xc.data()), h, c, h_out.mutable_data(),
                        lstm ? c_out.mutable_data() : nullptr, scratch_.data()};
-    step_kernel<T>()(a);
+    const StepFn<T> kernel = step_kernel<T>();
+    if (B * work_per_row_ >= kReleaseWork) {
+      py::gil_scoped_release nogil;
+      kernel(a);
+    } else {
+      kernel(a);
+    }
     if (lstm) return py::make_tuple(h_out, c_out);
     return py::make_tuple(h_out, py::none());
   }
@@ -194,6 +212,8 @@ class StepModel {
   std::vector<StepLayer<T>> layers_;
   std::vector<std::unique_ptr<Aligned<T>>> store_;
   std::vector<T> scratch_, h_zero_, c_zero_;
+  int64_t work_per_row_ = 0;  // multiply-adds of one row's step
+  std::mutex mutex_;
 };
 
 template <typename T>

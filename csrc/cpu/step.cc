@@ -26,11 +26,12 @@ void product(int64_t B, const T* __restrict x, int64_t ldx, const Panels<T>& w, 
              int64_t ldy) {
   constexpr int64_t W = kStepPanel<T>;
   const int64_t panels = (w.N + W - 1) / W;
-  for (int64_t b = 0; b < B; ++b) {
-    const T* xb = x + b * ldx;
-    T* yb = y + b * ldy;
-    for (int64_t p = 0; p < panels; ++p) {
-      const T* wp = w.data + p * w.K * W;
+  // Panels outside, rows inside: one panel (K * 256 bytes) stays in L1 for every row of x.
+  for (int64_t p = 0; p < panels; ++p) {
+    const T* wp = w.data + p * w.K * W;
+    for (int64_t b = 0; b < B; ++b) {
+      const T* xb = x + b * ldx;
+      T* yb = y + b * ldy;
 #if defined(__GNUC__)
       // The compiler's vectors at the instruction set's width: the accumulators stay in
       // registers across k (a plain array or wider vectors go through memory every k).
