@@ -812,6 +812,12 @@ _USAGE = """
             p -= lr * layer.grads[k]
 
     eval() switches to inference (no dropout between layers, no trace kept for backward).
+
+    Streaming inference, one time step of every layer per call (unidirectional layers):
+        out_t, state = layer.step(x_t, state)       # x_t (B, I) or (I,); state None: zeros
+    The weights are packed once and again only when they change through the layer's API
+    (backward + an in-place optimiser step counts); after editing a parameter array in place
+    any other way, call layer.weights_changed().
     """
 
 for _cls in (LSTM, GRU, RNN):

@@ -222,36 +222,6 @@ def _run_step(args, parser) -> int:
     return EXIT_OK
 
 
-def _run_isa(args, cases, contenders, threads, head, note) -> int:
-    """--isa: each contender in a child process restricted to the ISA, merged into one table."""
-    try:
-        runs, worst = isa.run_children(args.isa, args.argv, contenders, threads["requested"])
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    records = {name: runs[name]["header"]["isa_child"] for name in contenders}
-    if "fusedrnn" in records:  # the header's fusedrnn line shows what its child ran
-        f = records["fusedrnn"]["fusedrnn"]
-        head["fusedrnn"] = dict(head["fusedrnn"], isa=f["kernels"], blas_core=f["blas_core"])
-    head["isa"] = {"requested": args.isa, "contenders": records,
-                   "note": "each contender ran in its own child process, one after another"}
-    results = isa.merge(runs, contenders)
-    table = report.Table(cases)
-    lines = report.header_lines(head)
-    lines.append(f"isa {args.isa}: " + " · ".join(isa.describe(n, records[n]) for n in contenders))
-    table.print_header(lines + ([note] if note else []))
-    for case, result in zip(cases, results):
-        table.print_case(result, case.shape_label, case.mode)
-    exit_code = EXIT_FAILED if worst or any(r["validation"]["status"] != "ok" for r in results) else EXIT_OK
-    _write_files(args, head, results, complete=True, exit_code=exit_code)
-    if args.plot:
-        report.write_plot(args.plot, head, results)
-    for flag in ("json", "csv", "markdown", "plot"):
-        if getattr(args, flag):
-            print(f"wrote {getattr(args, flag)}")
-    return exit_code
-
-
 def run_bench(args, parser) -> int:
     if args.step:
         if args.isa:
@@ -289,7 +259,7 @@ def run_bench(args, parser) -> int:
     if child_record is not None:
         head["isa_child"] = child_record
     if args.isa and not args.isa_child:
-        return _run_isa(args, cases, contenders, threads, head, note)
+        return isa.run(args, cases, contenders, threads, head, note, _write_files)
     table = report.Table(cases)
     table.print_header(report.header_lines(head) + ([note] if note else []))
 

@@ -143,3 +143,37 @@ def merge(runs: dict, contenders) -> list:
             entry["speedup"] = entry["median_ms"] / ours if ours and "median_ms" in entry else None
         merged.append(result)
     return merged
+
+
+def run(args, cases, contenders, threads, head, note, write_files) -> int:
+    """The parent of `bench --isa`: each contender in a child process restricted to the ISA, merged
+    into one table and the files (write_files as the bench command writes them)."""
+    from ..cli import EXIT_FAILED, EXIT_OK
+    from . import report
+
+    try:
+        runs, worst = run_children(args.isa, args.argv, contenders, threads["requested"])
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    records = {name: runs[name]["header"]["isa_child"] for name in contenders}
+    if "fusedrnn" in records:  # the header's fusedrnn line shows what its child ran
+        f = records["fusedrnn"]["fusedrnn"]
+        head["fusedrnn"] = dict(head["fusedrnn"], isa=f["kernels"], blas_core=f["blas_core"])
+    head["isa"] = {"requested": args.isa, "contenders": records,
+                   "note": "each contender ran in its own child process, one after another"}
+    results = merge(runs, contenders)
+    table = report.Table(cases)
+    lines = report.header_lines(head)
+    lines.append(f"isa {args.isa}: " + " · ".join(describe(n, records[n]) for n in contenders))
+    table.print_header(lines + ([note] if note else []))
+    for case, result in zip(cases, results):
+        table.print_case(result, case.shape_label, case.mode)
+    exit_code = EXIT_FAILED if worst or any(r["validation"]["status"] != "ok" for r in results) else EXIT_OK
+    write_files(args, head, results, complete=True, exit_code=exit_code)
+    if args.plot:
+        report.write_plot(args.plot, head, results)
+    for flag in ("json", "csv", "markdown", "plot"):
+        if getattr(args, flag):
+            print(f"wrote {getattr(args, flag)}")
+    return exit_code

@@ -477,6 +477,8 @@ def weights_changed(layers) -> None:
     """Tell the wrapped recurrent layers that their arrays were written in place, so the copies
     they keep (packed for step(), or on the CUDA device) are made again."""
     for layer in layers:
-        inner = getattr(layer, "layer", None)
-        if hasattr(inner, "weights_changed"):
+        inner = getattr(layer, "layer", None)  # through wrappers (Bidirectional) to the layer
+        while inner is not None and not hasattr(inner, "weights_changed"):
+            inner = getattr(inner, "layer", None)
+        if inner is not None:
             inner.weights_changed()
