@@ -93,6 +93,33 @@ class StepModel {
 
   int64_t input_size() const { return I_; }
 
+  // layer.step's whole call: (out, state') from x and the layer's state argument (None, h, or
+  // for the LSTM (h, c)); out is a view of the top layer of h'.
+  py::tuple step_state(const py::object& x, const py::object& state) {
+    py::object h = py::none(), c = py::none();
+    if (cell_ == StepCell::Lstm) {
+      if (!state.is_none()) {
+        if (!(py::isinstance<py::tuple>(state) || py::isinstance<py::list>(state)) || py::len(state) != 2)
+          throw py::type_error("state must be None or a tuple (h, c), got " +
+                               std::string(py::str(py::type::of(state).attr("__name__"))));
+        h = state[py::int_(0)];
+        c = state[py::int_(1)];
+      }
+    } else {
+      h = state;
+    }
+    const py::tuple hc = step(x, h, c);
+    const py::array h_out = hc[0];
+    // out: the top layer of h', a view sharing h' memory (as forward's out and h_n do not).
+    const py::ssize_t L = h_out.shape(0);
+    std::vector<py::ssize_t> shape(h_out.shape() + 1, h_out.shape() + h_out.ndim());
+    std::vector<py::ssize_t> strides(h_out.strides() + 1, h_out.strides() + h_out.ndim());
+    const py::array out(h_out.dtype(), shape, strides,
+                        static_cast<const char*>(h_out.data()) + (L - 1) * h_out.strides(0), h_out);
+    if (cell_ == StepCell::Lstm) return py::make_tuple(out, hc);
+    return py::make_tuple(out, h_out);
+  }
+
   // (h', c') for one step; x [B, I] or [I], h [L, B, P] or [L, P] (None: zeros), c alike.
   py::tuple step(const py::object& x_obj, const py::object& h_obj, const py::object& c_obj) {
     const py::array x = require_ndarray(x_obj, "x");
@@ -224,7 +251,9 @@ void bind_one(py::module_& m, const char* name) {
            py::arg("layers"))
       .def_property_readonly("input_size", &StepModel<T>::input_size)
       .def("step", &StepModel<T>::step, py::arg("x"), py::arg("h"), py::arg("c"),
-           "(h', c') after one step from x and (h, c); c and c' are None except for the LSTM.");
+           "(h', c') after one step from x and (h, c); c and c' are None except for the LSTM.")
+      .def("step_state", &StepModel<T>::step_state, py::arg("x"), py::arg("state"),
+           "(out, state') as layer.step returns them.");
 }
 
 }  // namespace

@@ -5,7 +5,8 @@
 
 x_t is (B, I), or (I,) for one unbatched stream; h is (num_layers, B, P) and c
 (num_layers, B, H) (2-D without B for an unbatched x_t), the layer's h_n / c_n convention, so
-a forward's final state continues in step() and back.  out_t is the top layer's new h, (B, P).
+a forward's final state continues in step() and back.  out_t is the top layer's new h, (B, P)
+(a view of it: copy it before writing into it).
 T calls give the numbers of one forward over the T steps (to rounding: the products sum in
 another order).  A step is inference: no dropout, nothing kept for backward, whatever
 train()/eval() says; it runs on the CPU whatever the layer's device.  Bidirectional layers have
@@ -33,30 +34,27 @@ class StepMixin:
     def step(self, x, state=None):
         """``out_t, state = layer.step(x_t, state=None)``: one time step of every layer; see
         fusedrnn.layers_step for shapes.  Returns new arrays; the arguments are not modified."""
-        # The per-call path is kept short: at streaming sizes it is a fair part of a step.
+        # The per-call path is kept short (at streaming sizes it is a fair part of a step): the
+        # compiled object takes x and the state as they come and checks them itself.
         d = self.__dict__
         entry, params = d.get("_step_model"), d["_params"]
         if entry is None or entry[0] is not params or entry[1] != params.version:
             entry = self._pack_step()
-        if type(x) is not np.ndarray:
-            x = self._array(x, "x")
-        if self._cell != "lstm":
-            if state is not None and type(state) is not np.ndarray:
-                state = self._array(state, "state")
-            h = entry[2].step(x, state, None)[0]
-            return h[-1], h
-        if state is None:
-            h = c = None
-        elif isinstance(state, (tuple, list)) and len(state) == 2:
-            h, c = state
-            if h is not None and type(h) is not np.ndarray:
-                h = self._array(h, "h")
-            if c is not None and type(c) is not np.ndarray:
-                c = self._array(c, "c")
-        else:
-            raise TypeError(f"state must be None or a tuple (h, c), got {type(state).__name__}")
-        h, c = entry[2].step(x, h, c)
-        return h[-1], (h, c)
+        try:
+            return entry[2].step_state(x, state)
+        except TypeError:
+            converted = self._step_arrays(x, state)  # array-likes; the layer's dtype message
+            return entry[2].step_state(*converted)
+
+    def _step_arrays(self, x, state):
+        def arr(value, name):
+            return value if value is None or type(value) is np.ndarray else self._array(value, name)
+
+        if self._cell == "lstm" and isinstance(state, (tuple, list)) and len(state) == 2:
+            state = (arr(state[0], "h"), arr(state[1], "c"))
+        elif self._cell != "lstm":
+            state = arr(state, "state")
+        return arr(x, "x"), state
 
     def _pack_step(self):
         if self.bidirectional:
