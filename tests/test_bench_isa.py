@@ -40,8 +40,9 @@ def test_isa_runs_each_contender_restricted(tmp_path, name, torch_cap, blas):
         assert rec["env"] == isa.ISAS[name][1]
     assert records["fusedrnn"]["fusedrnn"] == {"kernels": name, "blas_core": blas}
     assert records["torch"]["torch"]["capability"] == torch_cap
-    if records["numpy"]["numpy_blas"] is not None:
-        assert records["numpy"]["numpy_blas"] == [blas]
+    numpy_blas = records["numpy"]["numpy_blas"]
+    if numpy_blas and None not in numpy_blas:  # an OpenBLAS NumPy (threadpoolctl names its core)
+        assert numpy_blas == [blas]
     case = out["cases"][0]
     assert case["validation"]["status"] == "ok"
     assert set(case["validation"]["contenders"]) == {"fusedrnn", "numpy", "torch"}
