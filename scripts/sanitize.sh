@@ -42,7 +42,8 @@ case "$kind" in
     # test_memory_errors.py is left out: it limits the address space (RLIMIT_AS), and ASan
     # needs terabytes of it for its shadow memory.
     tests=(tests/test_kernels.py tests/test_errors.py tests/test_layers.py tests/test_core_boundary.py
-           tests/test_input_arrays.py tests/test_threads.py tests/test_interrupt.py)
+           tests/test_input_arrays.py tests/test_threads.py tests/test_interrupt.py
+           tests/test_layers_step.py)
     ;;
 esac
 

@@ -58,26 +58,25 @@ def to_device(value):
 
 
 class WeightCache:
-    """Device copies of a layer's host parameters, uploaded again only when the host array
-    changed since the last upload (optimisers update the host arrays in place)."""
+    """Device copies of a layer's host parameters, uploaded again only when the layer's
+    weight version (``params.version``, fusedrnn.layers) moved on or the array was replaced.
+    Optimiser steps and every weight-setting API move the version; an in-place edit made any
+    other way needs the layer's weights_changed()."""
 
     def __init__(self):
-        self._entries = {}  # name -> (host shadow copy, DeviceArray)
+        self._entries = {}  # name -> (version, host array, DeviceArray)
 
-    def get(self, name: str, host: np.ndarray):
+    def get(self, name: str, host: np.ndarray, version: int):
         entry = self._entries.get(name)
-        if entry is not None:
-            shadow, dev = entry
-            if shadow.shape == host.shape and shadow.dtype == host.dtype and np.array_equal(shadow, host):
-                return dev
-        host = np.ascontiguousarray(host)
-        if entry is not None and entry[0].shape == host.shape and entry[0].dtype == host.dtype:
-            dev = entry[1]
-            dev.copy_from(host)
-            np.copyto(entry[0], host)
+        if entry is not None and entry[0] == version and entry[1] is host:
+            return entry[2]
+        data = np.ascontiguousarray(host)
+        if entry is not None and entry[1].shape == host.shape and entry[1].dtype == host.dtype:
+            dev = entry[2]
+            dev.copy_from(data)
         else:
-            dev = _core.DeviceArray.from_numpy(host)
-            self._entries[name] = (host.copy(), dev)
+            dev = _core.DeviceArray.from_numpy(data)
+        self._entries[name] = (version, host, dev)
         return dev
 
     def clear(self) -> None:

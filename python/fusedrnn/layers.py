@@ -29,6 +29,15 @@ added into ``grads`` under a lock, so concurrent backward calls sum exactly as s
 would (up to the order of the floating-point sums).  Changing the weights (an optimiser step,
 load_state_dict) while another thread runs a forward is the caller's to synchronise.
 Layers pickle and deep-copy (configuration, weights, grads, rng; no trace).
+
+Streaming: ``out_t, state = layer.step(x_t, state)`` runs one time step of every layer
+(fusedrnn/layers_step.py).  It and the CUDA path keep copies of the weights (packed, or on the device),
+made again only when the layer's weight version (``params.version``) has moved on.  Every API
+that changes weights moves it: assigning ``params[name]``, load_state_dict, reset_parameters,
+load_keras_weights, the Keras trainer's set_weights/load, and backward() (an optimiser updates
+the arrays in place after it).  An edit of a parameter array in place made any other way
+(``layer.params['weight_hh_l0'][...] = 0`` outside a training step) cannot be seen: call
+``layer.weights_changed()`` after it.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _device, _npz, ops
+from .layers_step import StepMixin
 from ._checks import GATES, check_bool, check_int, float_dtype, shape_str
 from .keras_import import from_keras_weights, to_keras_weights
 
@@ -85,7 +95,49 @@ class _Trace:
         self.T, self.B = T, B
 
 
-class _RNNBase:
+class _Params(dict):
+    """A layer's parameter dict, with ``version``: bumped by every change made through the
+    dict itself (putting in another array) and by the layer's weights_changed()."""
+
+    version = 0
+
+    def _bump(self):
+        self.version += 1
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._bump()
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self._bump()
+
+    def update(self, *args, **kwargs):
+        super().update(*args, **kwargs)
+        self._bump()
+
+    def setdefault(self, key, default=None):
+        self._bump()
+        return super().setdefault(key, default)
+
+    def pop(self, *args):
+        self._bump()
+        return super().pop(*args)
+
+    def popitem(self):
+        self._bump()
+        return super().popitem()
+
+    def clear(self):
+        super().clear()
+        self._bump()
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+
+class _RNNBase(StepMixin):
     """Shared machinery; the concrete classes only fix the cell and its options."""
 
     _cell = ""  # 'lstm' | 'gru' | 'rnn'
@@ -163,9 +215,12 @@ class _RNNBase:
         # Traces belong to the threads that made them; a copy starts with none.
         state = dict(self.__dict__)
         del state["_local"], state["_grad_lock"]
+        state.pop("_step_model", None)  # packed weights are made again on the next step
         return state
 
     def __setstate__(self, state):
+        if "params" in state:  # written before params carried a version
+            state["_params"] = _Params(state.pop("params"))
         self.__dict__.update(state)
         self._init_thread_state()
 
@@ -233,11 +288,28 @@ class _RNNBase:
 
     # --- parameters -----------------------------------------------------------------------
 
+    @property
+    def params(self) -> dict:
+        """Parameter name -> array (torch's names).  Its ``version`` counts weight changes."""
+        return self._params
+
+    @params.setter
+    def params(self, value) -> None:
+        old = self.__dict__.get("_params")
+        self._params = _Params(value)
+        self._params.version = (old.version + 1) if old is not None else 0
+
+    def weights_changed(self) -> None:
+        """Say that parameter arrays were edited in place outside a training step, so the
+        copies kept for step() and the CUDA device are made again on their next use."""
+        self._params.version += 1
+
     def reset_parameters(self) -> None:
         """torch's initialisation: every parameter ~ uniform(-1/sqrt(H), 1/sqrt(H))."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for arr in self.params.values():
             arr[...] = self._rng.uniform(-bound, bound, size=arr.shape)
+        self.weights_changed()
 
     def state_dict(self) -> dict:
         """Copies of the parameters, keyed by torch's names, in torch's order."""
@@ -274,11 +346,13 @@ class _RNNBase:
             staged[name] = arr
         for name, arr in staged.items():
             np.copyto(self.params[name], arr, casting="unsafe")
+        self.weights_changed()
 
     def zero_grad(self) -> None:
         with self._grad_lock:
             for g in self.grads.values():
                 g.fill(0)
+        self.weights_changed()  # a training loop's step boundary: the weights may have moved
 
     # --- device (CUDA hook; fusedrnn/_device.py, fusedrnn/cuda_ops.py) ----------------------
 
@@ -466,7 +540,8 @@ class _RNNBase:
         """One layer, one direction, through ops: (out, h_n, c_n or None, cache)."""
         p = self.params
         if self._device == "cuda":  # --- CUDA hook: weights from the device copies ---
-            p = {k: self._device_weights.get(k, v) for k, v in p.items() if k.endswith(sfx)}
+            version = p.version
+            p = {k: self._device_weights.get(k, v, version) for k, v in p.items() if k.endswith(sfx)}
         w = (x, p["weight_ih" + sfx], p["weight_hh" + sfx],
              p.get("bias_ih" + sfx), p.get("bias_hh" + sfx))
         kw = dict(lengths=lengths, reverse=reverse, training=training, device=self._device)
@@ -604,6 +679,8 @@ class _RNNBase:
     def _accumulate(self, sfx, g):
         with self._grad_lock:
             self._add_grads(sfx, g)
+        # An optimiser updates the arrays in place after a backward: copies must be made again.
+        self.weights_changed()
 
     def _add_grads(self, sfx, g):
         self.grads["weight_ih" + sfx] += g["dw_ih"]
@@ -735,6 +812,12 @@ _USAGE = """
             p -= lr * layer.grads[k]
 
     eval() switches to inference (no dropout between layers, no trace kept for backward).
+
+    Streaming inference, one time step of every layer per call (unidirectional layers):
+        out_t, state = layer.step(x_t, state)       # x_t (B, I) or (I,); state None: zeros
+    The weights are packed once and again only when they change through the layer's API
+    (backward + an in-place optimiser step counts); after editing a parameter array in place
+    any other way, call layer.weights_changed().
     """
 
 for _cls in (LSTM, GRU, RNN):

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import _device, build_info
 from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from . import report, timing
+from . import isa, report, timing
 from .cases import (CELLS, DEEPBENCH_HELP, DTYPES, FLOPS_HELP, GRIDS, MODES, STANDARD_SIZES, Case,
                     grid)
 from .contenders import CONTENDERS, torch_available
@@ -100,6 +100,9 @@ def add_bench(subparsers):
     g.add_argument("--mode", choices=("fwd", "fwdbwd", "both"),
                    help="fwd, fwdbwd, or both (default: both, or the grid's own modes)")
     g.add_argument("--list", action="store_true", help="print the cases and their flops, run nothing")
+    g.add_argument("--step", action="store_true",
+                   help="streaming latency instead: one layer.step call against torch's cell, and T "
+                        "steps against one forward (defaults B=1, I=H=128, T=100, cell lstm)")
     g = p.add_argument_group("contenders and threads")
     g.add_argument("--contenders", metavar="LIST",
                    help="comma-separated out of fusedrnn,numpy,torch (default: all; torch when importable)")
@@ -108,6 +111,8 @@ def add_bench(subparsers):
                         "emulated build the device times are marked as emulated")
     g.add_argument("--threads", type=_positive_int, metavar="N",
                    help="threads for every contender (default: all usable cores)")
+    g.add_argument("--isa", choices=tuple(isa.ISAS), help=isa.HELP)
+    g.add_argument("--isa-child", choices=tuple(isa.ISAS), help=argparse.SUPPRESS)
     g = p.add_argument_group("timing")
     g.add_argument("--warmup", type=_positive_int, default=2, metavar="N",
                    help="untimed calls per contender before timing (default 2)")
@@ -201,7 +206,27 @@ def _write_files(args, head, results, complete, exit_code):
         report.write_atomic(args.markdown, report.to_markdown(head, results))
 
 
+def _run_step(args, parser) -> int:
+    from . import step
+
+    if args.grid or args.bidirectional or args.mode or args.device != "cpu":
+        parser.error("--step times one configuration: use -B/-T/-I/-H, --cell, --layers, --dtype, "
+                     "--threads, --seed, --repeats and --json (no --grid, --mode, --bidirectional, --device)")
+    cells = ("lstm",) if args.cell is None else _split_names(args.cell, CELLS, "--cell", parser)
+    use_torch = torch_available() and (args.contenders is None or "torch" in args.contenders)
+    H = args.H or 128
+    for cell in cells:
+        step.run(cell, args.B or 1, args.I or H, H, args.T or 100, args.layers or 1,
+                 args.dtype or "float32", args.threads or 1, args.seed, max(args.repeats, 15),
+                 use_torch, args.json)
+    return EXIT_OK
+
+
 def run_bench(args, parser) -> int:
+    if args.step:
+        if args.isa:
+            parser.error("--isa does not apply to --step (run it under the environment instead)")
+        return _run_step(args, parser)
     cases = _bench_cases(args, parser)
     if args.list:
         for c in cases:
@@ -218,11 +243,23 @@ def run_bench(args, parser) -> int:
         if problem:
             parser.error(problem)
 
+    if args.isa and not args.isa_child:
+        if args.device != "cpu" or any(c.endswith("cuda") for c in contenders):
+            parser.error("--isa restricts the CPU contenders; it does not apply to --device cuda")
+        problem = isa.check(args.isa)
+        if problem:
+            parser.error(f"--isa {args.isa}: {problem}")
+    child_record = isa.enter_child(args.isa_child) if args.isa_child else None
+
     settings = timing.Settings(contenders=contenders, warmup=args.warmup, repeats=args.repeats,
                               min_time=args.min_time, numpy_limit=args.numpy_limit, settle=args.settle,
                               seed=args.seed, memory=not args.no_memory)
     threads = timing.set_threads(args.threads or report.usable_cores(), contenders)
     head = report.header(args.argv, settings, threads)
+    if child_record is not None:
+        head["isa_child"] = child_record
+    if args.isa and not args.isa_child:
+        return isa.run(args, cases, contenders, threads, head, note, _write_files)
     table = report.Table(cases)
     table.print_header(report.header_lines(head) + ([note] if note else []))
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import _device
 from ..layers import _RNNBase
-from . import saving, tape, utils
+from . import pieces, saving, tape, utils
 from .._checks import shape_str
 from .pieces import Embedding, Layer, Recurrent
 from .training import Trainer
@@ -201,6 +201,7 @@ class Model(Trainer):
             start += n
         for target, value in pairs:
             np.copyto(target, value, casting="unsafe")
+        pieces.weights_changed(self.layers)
 
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)

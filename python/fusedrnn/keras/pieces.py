@@ -110,6 +110,7 @@ class Layer:
     def set_weights(self, weights) -> None:
         for target, value in self.weight_assignments(list(weights)):
             np.copyto(target, value, casting="unsafe")
+        weights_changed([self])
 
     def zero_grad(self) -> None:
         for g in self.grads.values():
@@ -470,3 +471,14 @@ class Recurrent(Layer):
 
 
 LAYER_CLASSES = {c.__name__: c for c in (Dense, Dropout, Embedding, Recurrent)}
+
+
+def weights_changed(layers) -> None:
+    """Tell the wrapped recurrent layers that their arrays were written in place, so the copies
+    they keep (packed for step(), or on the CUDA device) are made again."""
+    for layer in layers:
+        inner = getattr(layer, "layer", None)  # through wrappers (Bidirectional) to the layer
+        while inner is not None and not hasattr(inner, "weights_changed"):
+            inner = getattr(inner, "layer", None)
+        if inner is not None:
+            inner.weights_changed()

@@ -16,6 +16,7 @@ from .. import _npz
 from . import losses as _losses
 from . import optimizers as _optimizers
 from .._checks import shape_str
+from . import pieces
 from .pieces import LAYER_CLASSES
 
 __all__ = ["save_model", "load_model", "save_weights", "load_weights", "file_class", "layer_class"]
@@ -90,6 +91,7 @@ def _from_file(path, header, arrays):
     model = Sequential.from_config(header["config"])
     for key, p, _ in model._trainable():
         np.copyto(p, arrays[f"param.{key}"])
+    pieces.weights_changed(model.layers)
     generators = _generators(model)
     if not isinstance(header["rng"], list) or len(header["rng"]) != len(generators):
         raise ValueError(f"{path}: the header holds {len(header['rng'])} random states, the model "
