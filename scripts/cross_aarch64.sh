@@ -72,10 +72,13 @@ if [ "$(cat "$arm/.fusedrnn-stamp" 2>/dev/null)" != "$stamp" ]; then
   debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,python3-dev,libgomp1 \
     bookworm "$arm.tmp" "$mirror"
   cp /etc/resolv.conf "$arm.tmp/etc/resolv.conf"
+  # The certificates the build machine trusts (a TLS-inspecting proxy's CA, say) for pip.
+  cp /etc/ssl/certs/ca-certificates.crt "$arm.tmp/etc/ssl/host-ca-certificates.crt"
   arm=$arm.tmp
   mount_proc "$arm"
   in_root python3 -m venv /opt/venv
-  in_root pip install -q --disable-pip-version-check numpy pytest hypothesis scikit-learn scipy-openblas32
+  in_root PIP_CERT=/etc/ssl/host-ca-certificates.crt \
+    pip install -q --disable-pip-version-check numpy pytest hypothesis scikit-learn scipy-openblas32
   unmount_all
   arm=${arm%.tmp}
   mv "$arm.tmp" "$arm"

@@ -8,9 +8,13 @@
 # with scripts/toolchains/windows_guard.h forced in and stub headers in front of the POSIX-only
 # ones: a POSIX header or call in fusedrnn's code fails this script.
 #
-# Not covered: the pybind11 bindings (csrc/bindings; no Windows Python headers and import
-# library here) and MSVC itself (its compiler-specific branches: __cpuidex/_xgetbv in
-# dispatch.cc, /arch flags, __forceinline).  A hosted Windows CI runner proves those.
+# Then the pybind11 bindings (csrc/bindings, without the CUDA ones) are compiled, not linked,
+# against CPython's Windows headers (Include/ and PC/pyconfig.h from the CPython source that
+# Debian ships as python3.X's orig tarball): no Windows import library python3X.lib here.
+#
+# Not covered: linking the Python module, running anything, and MSVC itself (its
+# compiler-specific branches: __cpuidex/_xgetbv in dispatch.cc, /arch flags, __forceinline).
+# A hosted Windows CI runner proves those.
 #
 #   scripts/cross_windows.sh        # PYTHON (default python3) must have pip
 # Work files: build/cross-windows/; the downloaded wheel: $FUSEDRNN_CROSS_CACHE
@@ -58,4 +62,23 @@ dll=$work/cmake/libfusedrnn_core.dll
 imports=$(x86_64-w64-mingw32-objdump -p "$dll" | sed -n 's/^\s*DLL Name: //p' | sort | tr '\n' ' ')
 echo "fusedrnn core for Windows: $dll imports $imports"
 case " $imports " in *" libscipy_openblas.dll "*) ;; *) echo "the core does not import libscipy_openblas.dll" >&2; exit 1 ;; esac
+# CPython's headers for Windows, from Debian's copy of the CPython 3.11 source.
+cpy=$cache/cpython-3.11.2
+if [ ! -f "$cpy/.unpacked" ]; then
+  rm -rf "$cpy" && mkdir -p "$cpy"
+  curl -sSfL "${DEBIAN_MIRROR:-http://deb.debian.org/debian}/pool/main/p/python3.11/python3.11_3.11.2.orig.tar.gz" |
+    tar -xz -C "$cpy" --strip-components=1 --wildcards '*/Include/*' '*/PC/pyconfig.h'
+  touch "$cpy/.unpacked"
+fi
+pybind11_inc=$("$python" -c "import pybind11; print(pybind11.get_include())")
+mkdir -p "$work/bindings"
+# The flags of the GCC branch of CMakeLists.txt plus the guard; two files at a time.
+ls csrc/bindings/*.cc | grep -v cuda_ops | xargs -P 2 -I{} sh -c '
+  x86_64-w64-mingw32-g++-posix -std=gnu++17 -O3 -fno-math-errno -fno-trapping-math -fopenmp \
+    -Wall -Werror -I"$1" -include "$2" -I"$3/Include" -I"$3/PC" -isystem "$4" \
+    -Icsrc -Icsrc/include -I"$5" -DFUSEDRNN_HAVE_AVX2 -DFUSEDRNN_HAVE_AVX512 \
+    -c "$6" -o "$7/$(basename "$6" .cc).obj" && echo "  compiled $6"' _ \
+  "$stubs" "$root/scripts/toolchains/windows_guard.h" "$cpy" "$pybind11_inc" \
+  "$blas/scipy_openblas32/include" {} "$work/bindings"
+
 echo "cross_windows: done in $(( $(date +%s) - start )) s"
