@@ -156,14 +156,6 @@ std::atomic<int64_t> g_last_stall{0};
 std::atomic<int64_t> g_regions{0}, g_stalls{0}, g_fallbacks{0};
 
 // --- the pool ---------------------------------------------------------------------------------
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
-  _mm_pause();
-#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
-  __asm__ __volatile__("yield");
-#endif
-}
-
 // How a thread with nothing to do waits: spinning keeps it ready for the next product of a
 // time loop (a few tens of microseconds away), yielding lets another runnable thread have the
 // core, sleeping stops costing anything.
@@ -349,6 +341,14 @@ bool threads_disabled_by_fork() { return g_forked_after_pool.load(); }
 
 void note_pool_started() {
   if (!g_pool_started.load(std::memory_order_relaxed)) g_pool_started.store(true);
+}
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+  _mm_pause();
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+  __asm__ __volatile__("yield");
+#endif
 }
 
 int64_t now_ns() {
