@@ -81,8 +81,11 @@ const T* checked(const py::array& a, const char* name, const std::vector<int64_t
 template <typename T>
 py::array_t<T> empty(const std::vector<int64_t>& shape, const char* purpose = "an output array") {
   size_t bytes = sizeof(T);
-  for (int64_t d : shape)
-    if (__builtin_mul_overflow(bytes, static_cast<size_t>(d), &bytes)) bytes = static_cast<size_t>(-1);
+  constexpr size_t kMax = static_cast<size_t>(-1);
+  for (int64_t d : shape) {  // on overflow: kMax, which acquire() refuses with a MemoryError
+    const size_t n = static_cast<size_t>(d);
+    bytes = n != 0 && bytes > kMax / n ? kMax : bytes * n;
+  }
   const std::string what = std::string(purpose) + " " + shape_str(shape) + " of " +
                            std::string(py::str(py::dtype::of<T>()));
   void* p = mem::acquire(bytes, what.c_str());

@@ -1,5 +1,6 @@
 #include "memory.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -27,13 +28,34 @@ Pool& pool() {
   return *p;
 }
 
+// 64-byte alignment by hand: malloc 64 bytes more, hand out the first 64-byte boundary past
+// the start and keep the pointer malloc gave just below it.  std::aligned_alloc is missing
+// with MSVC and before macOS 10.15, aligned operator new before macOS 10.14; this runs
+// everywhere, costs 64 bytes per block (blocks here are >= 64 bytes, mostly MiB).
+constexpr size_t kAlign = 64;
+
+void* aligned_malloc(size_t bytes) {
+  if (bytes > static_cast<size_t>(-1) - kAlign) return nullptr;
+  void* raw = std::malloc(bytes + kAlign);
+  if (!raw) return nullptr;
+  // At least sizeof(void*) bytes lie between raw and the boundary: malloc aligns to 8 or 16.
+  const uintptr_t start = reinterpret_cast<uintptr_t>(raw) + sizeof(void*);
+  void* p = reinterpret_cast<void*>((start + kAlign - 1) & ~static_cast<uintptr_t>(kAlign - 1));
+  static_cast<void**>(p)[-1] = raw;
+  return p;
+}
+
+void aligned_free(void* p) {
+  if (p) std::free(static_cast<void**>(p)[-1]);
+}
+
 // `asked`: the size the caller asked for, before rounding (the error names it).
 void* system_alloc(size_t bytes, size_t asked, const char* purpose) {
-  void* p = std::aligned_alloc(64, bytes);
+  void* p = aligned_malloc(bytes);
   if (!p) {
     // Idle blocks may be what stands in the way: give them back and try once more.
     empty_cache();
-    p = std::aligned_alloc(64, bytes);
+    p = aligned_malloc(bytes);
   }
   if (!p) throw OutOfMemory(asked, purpose);
   return p;
@@ -70,7 +92,7 @@ void* acquire(size_t bytes, const char* purpose) {
     std::lock_guard<std::mutex> hold(P.lock);
     P.size[p] = bytes;
   } catch (...) {
-    std::free(p);
+    aligned_free(p);
     throw OutOfMemory(asked, purpose);
   }
   return p;
@@ -83,14 +105,14 @@ void release(void* p) noexcept {
   auto it = P.size.find(p);
   if (it == P.size.end()) {  // a small block
     hold.unlock();
-    std::free(p);
+    aligned_free(p);
     return;
   }
   const size_t bytes = it->second;
   if (bytes > kCacheLimit) {
     P.size.erase(it);
     hold.unlock();
-    std::free(p);
+    aligned_free(p);
     return;
   }
   // Make room by dropping the largest idle blocks first.
@@ -98,7 +120,7 @@ void release(void* p) noexcept {
     auto last = std::prev(P.idle.end());
     P.idle_bytes -= last->first;
     P.size.erase(last->second);
-    std::free(last->second);
+    aligned_free(last->second);
     P.idle.erase(last);
   }
   try {
@@ -106,7 +128,7 @@ void release(void* p) noexcept {
     P.idle_bytes += bytes;
   } catch (...) {  // no memory for the bookkeeping: give the block back instead
     P.size.erase(p);
-    std::free(p);
+    aligned_free(p);
   }
 }
 
@@ -121,7 +143,7 @@ void empty_cache() {
   std::lock_guard<std::mutex> hold(P.lock);
   for (auto& [bytes, p] : P.idle) {
     P.size.erase(p);
-    std::free(p);
+    aligned_free(p);
   }
   P.idle.clear();
   P.idle_bytes = 0;

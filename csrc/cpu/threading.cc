@@ -1,9 +1,16 @@
 #include "threading.h"
 
+// POSIX only: fork handling and the workers' signal mask (Windows has neither fork nor
+// POSIX signals; its Ctrl-C handler runs on a thread of its own).
+#if !defined(_WIN32)
 #include <pthread.h>
 #include <signal.h>
+#endif
 #if defined(__linux__)
 #include <sched.h>
+#endif
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+#include <immintrin.h>
 #endif
 
 #include <algorithm>
@@ -57,6 +64,7 @@ int ceil_div_at_least_1(long long quota, long long period) {
   return n < 1 ? 1 : (n > (1 << 20) ? (1 << 20) : static_cast<int>(n));
 }
 
+#if defined(__linux__)
 // This process's cgroup v2 directory below the mount point ("0::/path" in /proc/self/cgroup).
 std::string cgroup_v2_path() {
   std::string text;
@@ -66,6 +74,7 @@ std::string cgroup_v2_path() {
     if (line.rfind("0::", 0) == 0) return line.substr(3);
   return "";
 }
+#endif
 
 // Parse an environment value as an integer >= 1; false (and a description in `problem`)
 // when it is set but not one.  For OMP_NUM_THREADS only the first comma-separated entry
@@ -96,12 +105,14 @@ ThreadDefault compute_default() {
 #if !defined(__linux__)
   d.source = "hardware_concurrency";
 #endif
+#if defined(__linux__)
   int quota = cgroup_cpu_limit("/sys/fs/cgroup" + cgroup_v2_path());
   if (quota == 0) quota = cgroup_cpu_limit("/sys/fs/cgroup");
   if (quota > 0 && quota < d.cpus) {
     d.cpus = quota;
     d.source = "cgroup quota";
   }
+#endif
   d.threads = d.cpus;
   int env = 0;
   const char* env_name = nullptr;
@@ -120,6 +131,7 @@ std::atomic<int> g_threads{g_default.threads};
 std::atomic<bool> g_pool_started{false};
 std::atomic<bool> g_forked_after_pool{false};
 
+#if !defined(_WIN32)
 // GNU OpenMP cannot start threads in a child forked after its pool existed (the child hangs in
 // the first parallel region), so such a child runs the kernels on its calling thread.
 void on_fork_child() {
@@ -127,6 +139,7 @@ void on_fork_child() {
 }
 
 const int g_atfork = pthread_atfork(nullptr, nullptr, on_fork_child);
+#endif
 
 // --- contention -----------------------------------------------------------------------------
 // A wait counts as a stall when it exceeds the calling thread's own work by this much: far
@@ -143,12 +156,6 @@ std::atomic<int64_t> g_last_stall{0};
 std::atomic<int64_t> g_regions{0}, g_stalls{0}, g_fallbacks{0};
 
 // --- the pool ---------------------------------------------------------------------------------
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 // How a thread with nothing to do waits: spinning keeps it ready for the next product of a
 // time loop (a few tens of microseconds away), yielding lets another runnable thread have the
 // core, sleeping stops costing anything.
@@ -212,10 +219,12 @@ class Pool {
  private:
   void start_workers(int count) {
     if (started_ >= count) return;
+#if !defined(_WIN32)
     // Workers take no signals: they go to the threads that run Python.
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
+#endif
     try {
       while (started_ < count) {
         std::thread(&Pool::work, this, started_).detach();
@@ -223,7 +232,9 @@ class Pool {
       }
     } catch (...) {  // the system refused a thread: go on with the ones there are
     }
+#if !defined(_WIN32)
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
+#endif
   }
 
   void work(int index) {
@@ -330,6 +341,14 @@ bool threads_disabled_by_fork() { return g_forked_after_pool.load(); }
 
 void note_pool_started() {
   if (!g_pool_started.load(std::memory_order_relaxed)) g_pool_started.store(true);
+}
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+  _mm_pause();
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+  __asm__ __volatile__("yield");
+#endif
 }
 
 int64_t now_ns() {

@@ -54,6 +54,9 @@ int threads_now();  // num_threads(), or 1 while the cores are contended
 // for the others `wait_ns`.
 void report_region(int threads, int64_t work_ns, int64_t wait_ns);
 int64_t now_ns();   // monotonic clock
+// One pause in a spin-wait loop, on every architecture (x86 PAUSE, Arm YIELD, else nothing);
+// after a while of spinning, std::this_thread::yield() (not the POSIX sched_yield).
+void cpu_relax();
 // On by default; tests turn it off to make sure the threads they ask for are used.
 void set_contention_guard(bool on);
 struct ContentionStats {

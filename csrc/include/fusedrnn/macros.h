@@ -8,6 +8,8 @@
 // Forced on the host too: GCC's inliner otherwise leaves the per-unit calls in the CPU row
 // loops (a "cold" call to it) and those loops stop being vectorised.
 #define FUSEDRNN_HD inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define FUSEDRNN_HD __forceinline
 #else
 #define FUSEDRNN_HD inline
 #endif
