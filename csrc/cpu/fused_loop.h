@@ -118,26 +118,32 @@ struct ForwardLayout {
   static constexpr int NR = static_cast<int>(G * U);  // columns per panel
 };
 
+// With the LSTM projection (w_hr) the cell's output hcore is projected to h = hcore W_hr^T: a
+// second barrier per step publishes hcore, then each thread projects its own panels of 64 of
+// the P columns of h.
 template <typename T, class Cell, bool Training>
 void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const ForwardArgs<T>& a) {
   using L = ForwardLayout<Cell>;
   constexpr int64_t G = L::G, U = L::U;
-  constexpr int NR = L::NR;
-  const int64_t B = q.B, H = q.H, I = q.I, W = cell.width();
+  constexpr int NR = L::NR, NP = 64;
+  const int64_t B = q.B, H = q.H, I = q.I, P = q.P, W = cell.width();
+  const bool proj = w.w_hr != nullptr;
   const int64_t npan = (H + U - 1) / U, ld = npan * NR;
+  const int64_t nproj = proj ? (P + NP - 1) / NP : 0, ldp = nproj * NP;
 
   const int64_t chunk = projection_chunk(q);
   packed::Buffer<T> wih(npan * I * NR, "packed input weights"),
-      whh(npan * H * NR, "packed recurrent weights"), xp(chunk * B * ld, "the input projection"),
-      hp(B * ld, "the recurrent products");
-  std::vector<T> h(a.h0, a.h0 + B * H), h_next(B * H), c, c_next;
+      whh(npan * P * NR, "packed recurrent weights"), xp(chunk * B * ld, "the input projection"),
+      hp(B * ld, "the recurrent products"), whr(nproj * H * NP, "packed projection weights"),
+      hpr(proj ? B * ldp : 0, "the projected states"), hcore(proj ? B * H : 0, "the cell outputs");
+  std::vector<T> h(a.h0, a.h0 + B * P), h_next(B * P), c, c_next;
   if constexpr (Cell::kHasCell) {
     c.assign(a.c0, a.c0 + B * H);
     c_next.resize(B * H);
   }
-  zero_padding(q, a.out, H);
+  zero_padding(q, a.out, P);
   if constexpr (Training) zero_padding(q, a.ws, W);
-  const int nt = threads_for(2 * B * G * H * (H + I), npan);
+  const int nt = threads_for(2 * B * G * H * (P + I) + (proj ? 2 * B * P * H : 0), npan);
 
   StepBarrier barrier;
   LoopControl ctl;
@@ -152,8 +158,9 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
       team = omp_get_num_threads();  // the team may be smaller than asked for
       barrier.reset(team);
     }
-    int64_t p0, p1;
+    int64_t p0, p1, r0 = 0, r1 = 0;
     share(npan, tid, omp_get_num_threads(), p0, p1);
+    if (proj) share(nproj, tid, omp_get_num_threads(), r0, r1);
     // Panel p, column c = gate * U + u  <-  weight row gate * H + p * U + u.
     for (int64_t p = p0; p < p1; ++p) {
       auto col_row = [&](int c) -> int64_t {
@@ -161,13 +168,20 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
         return unit < H ? (c / U) * H + unit : -1;
       };
       packed::pack_rows<T, NR>(w.w_ih, I, I, col_row, wih.data() + p * I * NR);
-      packed::pack_rows<T, NR>(w.w_hh, H, H, col_row, whh.data() + p * H * NR);
+      packed::pack_rows<T, NR>(w.w_hh, P, P, col_row, whh.data() + p * P * NR);
     }
+    for (int64_t p = r0; p < r1; ++p)
+      packed::pack_rows<T, NP>(w.w_hr, H, H, [&](int c) -> int64_t { return p * NP + c < P ? p * NP + c : -1; },
+                               whr.data() + p * H * NP);
     T* hc = h.data();
     T* hn = h_next.data();
     T* cc = Cell::kHasCell ? c.data() : nullptr;
     T* cn = Cell::kHasCell ? c_next.data() : nullptr;
     int64_t next = 0, t0 = 0;
+    // This thread's hidden units [j0, j1) and the columns of h it writes [k0, k1): the same
+    // without a projection, its projection panels' columns with one.
+    const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U);
+    const int64_t k0 = proj ? std::min(P, r0 * NP) : j0, k1 = proj ? std::min(P, r1 * NP) : j1;
 
     for (int64_t s = 0; s < q.T; ++s) {
       if (s >= next) {  // project the next chunk of steps through this thread's panels
@@ -175,31 +189,44 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
         t0 = chunk == q.T ? 0 : (q.reverse ? q.T - s - n : s);
         for (int64_t p = p0; p < p1; ++p)
           packed::panel_gemm<T, NR>(n * B, I, a.x + t0 * B * I, I, wih.data() + p * I * NR,
-                                 xp.data() + p * NR, ld, false);
+                                    xp.data() + p * NR, ld, false);
         next = chunk == q.T ? q.T : s + n;
       }
       for (int64_t p = p0; p < p1; ++p)
-        packed::panel_gemm<T, NR>(B, H, hc, H, whh.data() + p * H * NR, hp.data() + p * NR, ld, false);
+        packed::panel_gemm<T, NR>(B, P, hc, P, whh.data() + p * P * NR, hp.data() + p * NR, ld, false);
 
-      const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U);
+      T* hout = proj ? hcore.data() : hn;  // the cell's h' [B, H]
       for (int64_t b = 0; b < B; ++b) {
         const int64_t t = q.time_of(s, b);
         if (t < 0) {
-          copy_row(hn + b * H + j0, hc + b * H + j0, j1 - j0);
+          copy_row(hn + b * P + k0, hc + b * P + k0, k1 - k0);
           if constexpr (Cell::kHasCell) copy_row(cn + b * H + j0, cc + b * H + j0, j1 - j0);
           continue;
         }
         const T* xrow = xp.data() + ((t - t0) * B + b) * ld;
         T* wrow = Training ? a.ws + (t * B + b) * W : nullptr;
-        if constexpr (Training) copy_row(wrow + cell.off_hprev() + j0, hc + b * H + j0, j1 - j0);
+        if constexpr (Training) copy_row(wrow + cell.off_hprev() + k0, hc + b * P + k0, k1 - k0);
         for (int64_t p = p0; p < p1; ++p) {
           const int64_t j = p * U, n = std::min(U, H - j);
           cell.template forward_row<Training>(
               n, xrow + p * NR, U, hp.data() + b * ld + p * NR, U, w.b_ih + j, w.b_hh + j,
-              hc + b * H + j, Cell::kHasCell ? cc + b * H + j : nullptr, hn + b * H + j,
+              hc + b * P + j, Cell::kHasCell ? cc + b * H + j : nullptr, hout + b * H + j,
               Cell::kHasCell ? cn + b * H + j : nullptr, Training ? wrow + j : nullptr);
         }
-        copy_row(a.out + (t * B + b) * H + j0, hn + b * H + j0, j1 - j0);
+        if (!proj) copy_row(a.out + (t * B + b) * P + j0, hn + b * P + j0, j1 - j0);
+        else if (Training) copy_row(wrow + cell.off_hcore() + j0, hout + b * H + j0, j1 - j0);
+      }
+      if (proj) {
+        ctl.wait(barrier, tid);  // every unit of hcore is written
+        for (int64_t p = r0; p < r1; ++p)
+          packed::panel_gemm<T, NP>(B, H, hcore.data(), H, whr.data() + p * H * NP, hpr.data() + p * NP,
+                                    ldp, false);
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t t = q.time_of(s, b);
+          if (t < 0) continue;  // carried over above
+          copy_row(hn + b * P + k0, hpr.data() + b * ldp + k0, k1 - k0);
+          copy_row(a.out + (t * B + b) * P + k0, hn + b * P + k0, k1 - k0);
+        }
       }
       std::swap(hc, hn);
       if constexpr (Cell::kHasCell) std::swap(cc, cn);
@@ -207,9 +234,8 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
       ctl.wait(barrier, tid);
       if (ctl.stop(s)) break;
     }
-    const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U);
     for (int64_t b = 0; b < B; ++b) {
-      copy_row(a.h_n + b * H + j0, hc + b * H + j0, j1 - j0);
+      copy_row(a.h_n + b * P + k0, hc + b * P + k0, k1 - k0);
       if constexpr (Cell::kHasCell) copy_row(a.c_n + b * H + j0, cc + b * H + j0, j1 - j0);
     }
   }

@@ -282,21 +282,20 @@ void run_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const Bac
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {
 
-// Entry points: pick the loop and turn the runtime flags into template arguments.  Without a
-// projection the packed, threaded loop runs wherever the build has one (simd.h).
+// Entry points: pick the loop and turn the runtime flags into template arguments.  The packed,
+// threaded loop runs wherever the build has one (simd.h); the backward of the LSTM with a
+// projection still takes the generic loop.
 template <typename T, class Cell>
 void forward_entry(const Seq& q, const Cell& cell, const Weights<T>& w, const ForwardArgs<T>& a,
                    bool training) {
 #if FUSEDRNN_PACKED_LOOP
-  if (!w.w_hr) {
-    note_packed_loop();
-    if (training) fused_forward<T, Cell, true>(q, cell, w, a);
-    else fused_forward<T, Cell, false>(q, cell, w, a);
-    return;
-  }
-#endif
+  note_packed_loop();
+  if (training) fused_forward<T, Cell, true>(q, cell, w, a);
+  else fused_forward<T, Cell, false>(q, cell, w, a);
+#else
   if (training) run_forward<T, Cell, true>(q, cell, w, a);
   else run_forward<T, Cell, false>(q, cell, w, a);
+#endif
 }
 
 template <typename T, class Cell>
