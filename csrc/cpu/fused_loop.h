@@ -52,7 +52,10 @@ class StepBarrier {
       return;
     }
     for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-      if (spins < 4000) simd::cpu_relax();
+      // A short spin, then yield: on an idle core the yield returns at once and the poll goes
+      // on; on a core shared with the thread being waited for it hands that thread the core
+      // (a long spin there would burn its time slice at every step).
+      if (spins < 256) simd::cpu_relax();
       else std::this_thread::yield();
     }
   }
