@@ -63,6 +63,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("empty_cache", &mem::empty_cache, "Return the kept scratch memory to the system.");
   m.def("isa", &cpu::isa, "Instruction set of the elementwise kernels in use.");
   m.def("best_isa", &cpu::best_isa, "The best instruction set this CPU and build support.");
+  m.def("packed_loop_calls", [] { return cpu::packed_loop_calls().load(); },
+        "Kernel calls so far that took the packed time loop (for tests).");
   m.def("set_isa", &cpu::set_isa, py::arg("name"),
         "Use another compiled kernel variant: 'baseline', 'avx2' or 'avx512'.");
 #ifdef FUSEDRNN_WITH_CUDA

@@ -1,5 +1,6 @@
-// The float32 time loop of the AVX-512 build: weights packed once per call, threads that own
-// disjoint blocks of hidden units for the whole sequence, GEMM and elementwise fused per block.
+// The packed time loop (float and double, wherever simd.h has FUSEDRNN_PACKED_LOOP): weights
+// packed once per call, threads that own disjoint blocks of hidden units for the whole
+// sequence, GEMM and elementwise fused per block.
 //
 // Why it is shaped this way:
 // * Rows of a batch are independent but hidden units are not (every unit of h feeds every gate),
@@ -16,16 +17,16 @@
 //   gradients after the loop go to BLAS.
 #pragma once
 
-#if defined(__AVX512F__)
+#include "simd.h"
 
-#include <immintrin.h>
-#include "omp_compat.h"
-#include <sched.h>
+#if FUSEDRNN_PACKED_LOOP
 
 #include <algorithm>
 #include <atomic>
+#include <thread>
 #include <vector>
 
+#include "omp_compat.h"
 #include "blas.h"
 #include "fusedrnn/common.h"
 #include "threading.h"
@@ -51,8 +52,11 @@ class StepBarrier {
       return;
     }
     for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-      if (spins < 4000) _mm_pause();
-      else sched_yield();
+      // A short spin, then yield: on an idle core the yield returns at once and the poll goes
+      // on; on a core shared with the thread being waited for it hands that thread the core
+      // (a long spin there would burn its time slice at every step).
+      if (spins < 256) simd::cpu_relax();
+      else std::this_thread::yield();
     }
   }
 
@@ -62,7 +66,8 @@ class StepBarrier {
   int threads_ = 1;
 };
 
-inline void add_row(float* __restrict dst, const float* __restrict src, int64_t n) {
+template <typename T>
+inline void add_row(T* __restrict dst, const T* __restrict src, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
 }
 
@@ -108,34 +113,40 @@ inline int threads_for(int64_t flops, int64_t blocks) {
   return nt;
 }
 
+// Forward panels: U hidden units, all G gates of each (NR = G * U columns).
 template <class Cell>
 struct ForwardLayout {
   static constexpr int64_t G = Cell::kGates;
   static constexpr int64_t U = G == 1 ? 64 : 16;  // hidden units per panel
-  static constexpr int NV = static_cast<int>(G * U / 16);
-  static constexpr int64_t NR = G * U;             // columns per panel
+  static constexpr int NR = static_cast<int>(G * U);  // columns per panel
 };
 
-template <class Cell, bool Training>
-void fused_forward(const Seq& q, const Cell& cell, const Weights<float>& w,
-                   const ForwardArgs<float>& a) {
+// With the LSTM projection (w_hr) the cell's output hcore is projected to h = hcore W_hr^T: a
+// second barrier per step publishes hcore, then each thread projects its own panels of 64 of
+// the P columns of h.
+template <typename T, class Cell, bool Training>
+void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const ForwardArgs<T>& a) {
   using L = ForwardLayout<Cell>;
-  constexpr int64_t G = L::G, U = L::U, NR = L::NR;
-  constexpr int NV = L::NV;
-  const int64_t B = q.B, H = q.H, I = q.I, W = cell.width();
+  constexpr int64_t G = L::G, U = L::U;
+  constexpr int NR = L::NR, NP = 64;
+  const int64_t B = q.B, H = q.H, I = q.I, P = q.P, W = cell.width();
+  const bool proj = w.w_hr != nullptr;
   const int64_t npan = (H + U - 1) / U, ld = npan * NR;
+  const int64_t nproj = proj ? (P + NP - 1) / NP : 0, ldp = nproj * NP;
 
   const int64_t chunk = projection_chunk(q);
-  packed::Buffer wih(npan * I * NR, "packed input weights"), whh(npan * H * NR, "packed recurrent weights"),
-      xp(chunk * B * ld, "the input projection"), hp(B * ld, "the recurrent products");
-  std::vector<float> h(a.h0, a.h0 + B * H), h_next(B * H), c, c_next;
+  packed::Buffer<T> wih(npan * I * NR, "packed input weights"),
+      whh(npan * P * NR, "packed recurrent weights"), xp(chunk * B * ld, "the input projection"),
+      hp(B * ld, "the recurrent products"), whr(nproj * H * NP, "packed projection weights"),
+      hpr(proj ? B * ldp : 0, "the projected states"), hcore(proj ? B * H : 0, "the cell outputs");
+  std::vector<T> h(a.h0, a.h0 + B * P), h_next(B * P), c, c_next;
   if constexpr (Cell::kHasCell) {
     c.assign(a.c0, a.c0 + B * H);
     c_next.resize(B * H);
   }
-  zero_padding(q, a.out, H);
+  zero_padding(q, a.out, P);
   if constexpr (Training) zero_padding(q, a.ws, W);
-  const int nt = threads_for(2 * B * G * H * (H + I), npan);
+  const int nt = threads_for(2 * B * G * H * (P + I) + (proj ? 2 * B * P * H : 0), npan);
 
   StepBarrier barrier;
   LoopControl ctl;
@@ -150,54 +161,75 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<float>& w,
       team = omp_get_num_threads();  // the team may be smaller than asked for
       barrier.reset(team);
     }
-    int64_t p0, p1;
+    int64_t p0, p1, r0 = 0, r1 = 0;
     share(npan, tid, omp_get_num_threads(), p0, p1);
+    if (proj) share(nproj, tid, omp_get_num_threads(), r0, r1);
     // Panel p, column c = gate * U + u  <-  weight row gate * H + p * U + u.
     for (int64_t p = p0; p < p1; ++p) {
       auto col_row = [&](int c) -> int64_t {
         const int64_t unit = p * U + c % U;
         return unit < H ? (c / U) * H + unit : -1;
       };
-      packed::pack_rows<NV>(w.w_ih, I, I, col_row, wih.data() + p * I * NR);
-      packed::pack_rows<NV>(w.w_hh, H, H, col_row, whh.data() + p * H * NR);
+      packed::pack_rows<T, NR>(w.w_ih, I, I, col_row, wih.data() + p * I * NR);
+      packed::pack_rows<T, NR>(w.w_hh, P, P, col_row, whh.data() + p * P * NR);
     }
-    float* hc = h.data();
-    float* hn = h_next.data();
-    float* cc = Cell::kHasCell ? c.data() : nullptr;
-    float* cn = Cell::kHasCell ? c_next.data() : nullptr;
+    for (int64_t p = r0; p < r1; ++p)
+      packed::pack_rows<T, NP>(w.w_hr, H, H, [&](int c) -> int64_t { return p * NP + c < P ? p * NP + c : -1; },
+                               whr.data() + p * H * NP);
+    T* hc = h.data();
+    T* hn = h_next.data();
+    T* cc = Cell::kHasCell ? c.data() : nullptr;
+    T* cn = Cell::kHasCell ? c_next.data() : nullptr;
     int64_t next = 0, t0 = 0;
+    // This thread's hidden units [j0, j1) and the columns of h it writes [k0, k1): the same
+    // without a projection, its projection panels' columns with one.
+    const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U);
+    const int64_t k0 = proj ? std::min(P, r0 * NP) : j0, k1 = proj ? std::min(P, r1 * NP) : j1;
 
     for (int64_t s = 0; s < q.T; ++s) {
       if (s >= next) {  // project the next chunk of steps through this thread's panels
         const int64_t n = std::min(chunk, q.T - s);
         t0 = chunk == q.T ? 0 : (q.reverse ? q.T - s - n : s);
         for (int64_t p = p0; p < p1; ++p)
-          packed::panel_gemm<NV>(n * B, I, a.x + t0 * B * I, I, wih.data() + p * I * NR,
-                                 xp.data() + p * NR, ld, false);
+          packed::panel_gemm<T, NR>(n * B, I, a.x + t0 * B * I, I, wih.data() + p * I * NR,
+                                    xp.data() + p * NR, ld, false);
         next = chunk == q.T ? q.T : s + n;
       }
       for (int64_t p = p0; p < p1; ++p)
-        packed::panel_gemm<NV>(B, H, hc, H, whh.data() + p * H * NR, hp.data() + p * NR, ld, false);
+        packed::panel_gemm<T, NR>(B, P, hc, P, whh.data() + p * P * NR, hp.data() + p * NR, ld, false);
 
-      const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U);
+      T* hout = proj ? hcore.data() : hn;  // the cell's h' [B, H]
       for (int64_t b = 0; b < B; ++b) {
         const int64_t t = q.time_of(s, b);
         if (t < 0) {
-          copy_row(hn + b * H + j0, hc + b * H + j0, j1 - j0);
+          copy_row(hn + b * P + k0, hc + b * P + k0, k1 - k0);
           if constexpr (Cell::kHasCell) copy_row(cn + b * H + j0, cc + b * H + j0, j1 - j0);
           continue;
         }
-        const float* xrow = xp.data() + ((t - t0) * B + b) * ld;
-        float* wrow = Training ? a.ws + (t * B + b) * W : nullptr;
-        if constexpr (Training) copy_row(wrow + cell.off_hprev() + j0, hc + b * H + j0, j1 - j0);
+        const T* xrow = xp.data() + ((t - t0) * B + b) * ld;
+        T* wrow = Training ? a.ws + (t * B + b) * W : nullptr;
+        if constexpr (Training) copy_row(wrow + cell.off_hprev() + k0, hc + b * P + k0, k1 - k0);
         for (int64_t p = p0; p < p1; ++p) {
           const int64_t j = p * U, n = std::min(U, H - j);
           cell.template forward_row<Training>(
               n, xrow + p * NR, U, hp.data() + b * ld + p * NR, U, w.b_ih + j, w.b_hh + j,
-              hc + b * H + j, Cell::kHasCell ? cc + b * H + j : nullptr, hn + b * H + j,
+              hc + b * P + j, Cell::kHasCell ? cc + b * H + j : nullptr, hout + b * H + j,
               Cell::kHasCell ? cn + b * H + j : nullptr, Training ? wrow + j : nullptr);
         }
-        copy_row(a.out + (t * B + b) * H + j0, hn + b * H + j0, j1 - j0);
+        if (!proj) copy_row(a.out + (t * B + b) * P + j0, hn + b * P + j0, j1 - j0);
+        else if (Training) copy_row(wrow + cell.off_hcore() + j0, hout + b * H + j0, j1 - j0);
+      }
+      if (proj) {
+        ctl.wait(barrier, tid);  // every unit of hcore is written
+        for (int64_t p = r0; p < r1; ++p)
+          packed::panel_gemm<T, NP>(B, H, hcore.data(), H, whr.data() + p * H * NP, hpr.data() + p * NP,
+                                    ldp, false);
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t t = q.time_of(s, b);
+          if (t < 0) continue;  // carried over above
+          copy_row(hn + b * P + k0, hpr.data() + b * ldp + k0, k1 - k0);
+          copy_row(a.out + (t * B + b) * P + k0, hn + b * P + k0, k1 - k0);
+        }
       }
       std::swap(hc, hn);
       if constexpr (Cell::kHasCell) std::swap(cc, cn);
@@ -205,35 +237,34 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<float>& w,
       ctl.wait(barrier, tid);
       if (ctl.stop(s)) break;
     }
-    const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U);
     for (int64_t b = 0; b < B; ++b) {
-      copy_row(a.h_n + b * H + j0, hc + b * H + j0, j1 - j0);
+      copy_row(a.h_n + b * P + k0, hc + b * P + k0, k1 - k0);
       if constexpr (Cell::kHasCell) copy_row(a.c_n + b * H + j0, cc + b * H + j0, j1 - j0);
     }
   }
   ctl.finish(team);
 }
 
-template <class Cell>
-void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
-                    const BackwardArgs<float>& a) {
+template <typename T, class Cell>
+void fused_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const BackwardArgs<T>& a) {
   constexpr int64_t G = Cell::kGates;
-  constexpr int NV = 4;
-  constexpr int64_t U = 16 * NV;  // dh units per panel
+  constexpr int NR = 64;  // dh units per panel (columns of W_hh)
+  constexpr int64_t U = NR;
   const int64_t B = q.B, H = q.H, GH = G * H, W = cell.width(), TB = q.T * B;
   const int64_t npan = (H + U - 1) / U, ldh = npan * U;
 
   // Gate gradients [T, B, G*H]: every reached row is written below, so only the padded rows
   // need zeros (the whole-sequence GEMMs read them).
-  packed::Buffer dgi(TB * GH, "gate gradients"), dgh_own(Cell::kSeparateDgh ? TB * GH : 0, "gate gradients");
-  float* dgh = Cell::kSeparateDgh ? dgh_own.data() : dgi.data();
+  packed::Buffer<T> dgi(TB * GH, "gate gradients"),
+      dgh_own(Cell::kSeparateDgh ? TB * GH : 0, "gate gradients");
+  T* dgh = Cell::kSeparateDgh ? dgh_own.data() : dgi.data();
   zero_padding(q, dgi.data(), GH);
   if constexpr (Cell::kSeparateDgh) zero_padding(q, dgh, GH);
   zero_row(a.db_ih, GH);
   zero_row(a.db_hh, GH);
-  packed::Buffer whh(npan * GH * U, "packed recurrent weights"), step0(B * GH, "step gradients"),
+  packed::Buffer<T> whh(npan * GH * U, "packed recurrent weights"), step0(B * GH, "step gradients"),
       step1(B * GH, "step gradients");
-  std::vector<float> dh(B * ldh, 0.0f), dh_next(B * ldh, 0.0f), dc, dc_next;
+  std::vector<T> dh(B * ldh, T(0)), dh_next(B * ldh, T(0)), dc, dc_next;
   for (int64_t b = 0; b < B; ++b) copy_row(dh.data() + b * ldh, a.dh_n + b * H, H);
   if constexpr (Cell::kHasCell) {
     dc.assign(a.dc_n, a.dc_n + B * H);
@@ -241,7 +272,7 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
   }
   const int nt = threads_for(2 * B * GH * H, npan);
   // Allocated before the parallel region: nothing inside it may throw.
-  packed::Buffer dtot_all(ldh, "step gradients");
+  packed::Buffer<T> dtot_all(ldh, "step gradients");
   StepBarrier barrier;
   LoopControl ctl;
   int team = 1;
@@ -258,20 +289,20 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
     int64_t p0, p1;
     share(npan, tid, omp_get_num_threads(), p0, p1);
     // dh = dG W_hh: panel p holds columns p*U.. of W_hh [GH, H].
-    for (int64_t p = p0; p < p1; ++p) packed::pack_cols<NV>(w.w_hh, H, GH, H, p * U, whh.data() + p * GH * U);
+    for (int64_t p = p0; p < p1; ++p) packed::pack_cols<T, NR>(w.w_hh, H, GH, H, p * U, whh.data() + p * GH * U);
     const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U), nj = j1 - j0;
-    float* dtot = dtot_all.data() + j0;  // this thread's units
-    float* dhc = dh.data();
-    float* dhn = dh_next.data();
-    float* dcc = Cell::kHasCell ? dc.data() : nullptr;
-    float* dcn = Cell::kHasCell ? dc_next.data() : nullptr;
+    T* dtot = dtot_all.data() + j0;  // this thread's units
+    T* dhc = dh.data();
+    T* dhn = dh_next.data();
+    T* dcc = Cell::kHasCell ? dc.data() : nullptr;
+    T* dcn = Cell::kHasCell ? dc_next.data() : nullptr;
 
     for (int64_t s = q.T - 1; s >= 0; --s) {
-      float* step = (s & 1) ? step1.data() : step0.data();
+      T* step = (s & 1) ? step1.data() : step0.data();
       if (nj > 0) {
         for (int64_t b = 0; b < B; ++b) {
           const int64_t t = q.time_of(s, b);
-          float* srow = step + b * GH;
+          T* srow = step + b * GH;
           if (t < 0) {  // finished rows pass their state gradient through untouched
             copy_row(dhn + b * ldh + j0, dhc + b * ldh + j0, nj);
             if constexpr (Cell::kHasCell) copy_row(dcn + b * H + j0, dcc + b * H + j0, nj);
@@ -279,8 +310,8 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
             continue;
           }
           const int64_t r = t * B + b;
-          const float* dout = a.dout + r * H + j0;
-          const float* dhb = dhc + b * ldh + j0;
+          const T* dout = a.dout + r * H + j0;
+          const T* dhb = dhc + b * ldh + j0;
           for (int64_t j = 0; j < nj; ++j) dtot[j] = dhb[j] + dout[j];
           if constexpr (!Cell::kDirectPath) zero_row(dhn + b * ldh + j0, nj);
           cell.backward_row(nj, a.ws + r * W + j0, dtot,
@@ -300,7 +331,7 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
       ctl.wait(barrier, tid);
       if (ctl.stop(s)) break;
       for (int64_t p = p0; p < p1; ++p)
-        packed::panel_gemm<NV>(B, GH, step, GH, whh.data() + p * GH * U, dhn + p * U, ldh, true);
+        packed::panel_gemm<T, NR>(B, GH, step, GH, whh.data() + p * GH * U, dhn + p * U, ldh, true);
       if (q.lengths)  // finished rows keep their gradient (0 * inf in W_hh must not reach it)
         for (int64_t b = 0; b < B; ++b)
           if (q.time_of(s, b) < 0) copy_row(dhn + b * ldh + j0, dhc + b * ldh + j0, nj);
@@ -320,4 +351,4 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<float>& w,
 
 }  // namespace fusedrnn::cpu::FUSEDRNN_ISA
 
-#endif  // __AVX512F__
+#endif  // FUSEDRNN_PACKED_LOOP

@@ -2,6 +2,8 @@
 // baseline, avx2, avx512); dispatch.h picks one set at run time.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "fusedrnn/common.h"
@@ -39,6 +41,14 @@ struct Kernels {
   ForwardFn<T> lstm_forward, gru_forward, rnn_forward;
   BackwardFn<T> lstm_backward, gru_backward, rnn_backward;
 };
+
+// Calls that took the packed time loop (fused_loop.h) rather than the generic one, counted so
+// tests can tell which loop ran.
+inline std::atomic<int64_t>& packed_loop_calls() {
+  static std::atomic<int64_t> n{0};
+  return n;
+}
+inline void note_packed_loop() { packed_loop_calls().fetch_add(1, std::memory_order_relaxed); }
 
 // The kernels for the instruction set in use.
 template <typename T>

@@ -1,16 +1,22 @@
-// Register-blocked float32 GEMM over weights packed once per call (AVX-512 builds only).
+// Register-blocked GEMM over weights packed once per call (the builds with a packed loop:
+// AVX-512, AVX2+FMA, ARM64 NEON; see simd.h), float and double.
 //
 // The recurrent GEMM of every step multiplies a small matrix (B rows) by the same weights. A
 // general BLAS re-packs those weights on every call, which costs as much as the product when B
 // is small.  Here the weights are packed once per sequence into column panels and every step
 // streams through them.
 //
-// Panel layout: NR = 16 * NV columns for all K, k-major:  panel[k * NR + c].
+// Panel layout.  A panel holds NR columns for all K.  The register tile covers NB = NV * lanes
+// of them (NV vectors wide, MR rows: MR * NV accumulators + NV weight vectors + 1 broadcast
+// fit the register file), so a panel is cut into NR / NB column blocks, each stored k-major
+// and contiguous:  panel[(c / NB) * K * NB + k * NB + c % NB].  A tile then reads its weights
+// as one forward stream.  Where the tile is as wide as the panel (AVX-512 float32: NB = NR)
+// this is the plain k-major panel[k * NR + c].
 #pragma once
 
-#if defined(__AVX512F__)
+#include "simd.h"
 
-#include <immintrin.h>
+#if FUSEDRNN_PACKED_LOOP
 
 #include <cstdint>
 #include <cstring>
@@ -20,95 +26,128 @@
 namespace fusedrnn::cpu::FUSEDRNN_ISA::packed {
 
 // 64-byte aligned scratch memory, uninitialised, from the block cache (memory.h).
-using Buffer = mem::Array<float>;
+template <typename T>
+using Buffer = mem::Array<T>;
 
-// C[m, 0:NR] (+)= sum_k A[m, k] * panel[k, 0:NR] for MR rows: MR * NV accumulators.
-template <int MR, int NV>
-inline void tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict panel,
-                 float* __restrict C, int64_t ldc, bool accumulate) {
-  constexpr int NR = 16 * NV;
-  __m512 acc[MR][NV];
+// The tile shape for panels of NR columns of T.  Accumulators take three quarters of the
+// registers (24 of 32, 12 of 16); NV is the widest of 4, 3, 2, 1 vectors that divides the
+// panel and leaves room for the weights and the broadcast.
+template <typename T, int NR>
+struct Shape {
+  static constexpr int L = simd::Vec<T>::lanes;
+  static_assert(NR % L == 0, "a panel is a whole number of vectors wide");
+  static constexpr int NVP = NR / L;  // vectors per panel row
+  static constexpr int ACC = simd::kRegisters * 3 / 4;
+  static constexpr bool fits(int v) { return NVP % v == 0 && (ACC / v) * v + v + 1 <= simd::kRegisters; }
+  static constexpr int NV = fits(4) ? 4 : fits(3) ? 3 : fits(2) ? 2 : 1;
+  static constexpr int MR = ACC / NV;
+  static constexpr int NB = NV * L;  // columns per block
+  // K per slice: a slice of one block (64 KiB) stays near the core while every row tile passes.
+  static constexpr int64_t KC = 65536 / (NB * static_cast<int64_t>(sizeof(T)));
+};
+
+// Offset of element (k, c) in a panel of K rows (the layout above).
+template <typename T, int NR>
+constexpr int64_t panel_index(int64_t K, int64_t k, int64_t c) {
+  constexpr int NB = Shape<T, NR>::NB;
+  return (c / NB) * K * NB + k * NB + c % NB;
+}
+
+// C[m, 0:NB] (+)= sum_k A[m, k] * block[k, 0:NB] for MR rows: MR * NV accumulators.
+template <typename T, int MR, int NV>
+inline void tile(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict block,
+                 T* __restrict C, int64_t ldc, bool accumulate) {
+  using V = simd::Vec<T>;
+  using R = typename V::R;
+  constexpr int L = V::lanes, NB = L * NV;
+  R acc[MR][NV];
   for (int m = 0; m < MR; ++m)
-    for (int v = 0; v < NV; ++v)
-      acc[m][v] = accumulate ? _mm512_loadu_ps(C + m * ldc + 16 * v) : _mm512_setzero_ps();
-  const float* a[MR];
+    for (int v = 0; v < NV; ++v) acc[m][v] = accumulate ? V::loadu(C + m * ldc + L * v) : V::zero();
+  const T* a[MR];
   for (int m = 0; m < MR; ++m) a[m] = A + m * lda;
   for (int64_t k = 0; k < K; ++k) {
-    __m512 w[NV];
-    for (int v = 0; v < NV; ++v) w[v] = _mm512_load_ps(panel + k * NR + 16 * v);
+    R w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = V::load(block + k * NB + L * v);
     for (int m = 0; m < MR; ++m) {
-      const __m512 x = _mm512_set1_ps(a[m][k]);
-      for (int v = 0; v < NV; ++v) acc[m][v] = _mm512_fmadd_ps(x, w[v], acc[m][v]);
+      const R x = V::set1(a[m][k]);
+      for (int v = 0; v < NV; ++v) acc[m][v] = V::fmadd(x, w[v], acc[m][v]);
     }
   }
   for (int m = 0; m < MR; ++m)
-    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(C + m * ldc + 16 * v, acc[m][v]);
+    for (int v = 0; v < NV; ++v) V::storeu(C + m * ldc + L * v, acc[m][v]);
 }
 
-template <int NV, int R>
-inline void tail(int64_t rows, int64_t K, const float* A, int64_t lda, const float* panel, float* C,
-                 int64_t ldc, bool accumulate) {
+template <typename T, int NV, int R>
+inline void tail(int64_t rows, int64_t K, const T* A, int64_t lda, const T* block, T* C, int64_t ldc,
+                 bool accumulate) {
   if constexpr (R > 0) {
-    if (rows == R) return tile<R, NV>(K, A, lda, panel, C, ldc, accumulate);
-    tail<NV, R - 1>(rows, K, A, lda, panel, C, ldc, accumulate);
+    if (rows == R) return tile<T, R, NV>(K, A, lda, block, C, ldc, accumulate);
+    tail<T, NV, R - 1>(rows, K, A, lda, block, C, ldc, accumulate);
   }
 }
 
-// C[0:M, 0:NR] (+)= A[0:M, 0:K] panel; MR rows at a time.  K is cut into slices of KC so a
-// slice of the panel (KC * NR floats, 64 KiB) stays near the core while every row tile passes
-// over it.
-template <int NV>
-void panel_gemm(int64_t M, int64_t K, const float* A, int64_t lda, const float* panel, float* C,
-                int64_t ldc, bool accumulate) {
-  constexpr int MR = 24 / NV;
-  constexpr int64_t KC = 16384 / (16 * NV);
-  for (int64_t k0 = 0; k0 < K; k0 += KC) {
-    const int64_t kc = K - k0 < KC ? K - k0 : KC;
+// C[0:M, 0:NR] (+)= A[0:M, 0:K] panel, for a panel of K rows; MR rows at a time, K in slices
+// of KC, then block by block.
+template <typename T, int NR>
+void panel_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* panel, T* C, int64_t ldc,
+                bool accumulate) {
+  using S = Shape<T, NR>;
+  constexpr int MR = S::MR, NV = S::NV, NB = S::NB;
+  if (M <= 0) return;
+  // Row tiles as even as possible (32 rows: 6 6 5 5 5 5, not 6 6 6 6 6 2): a short tile has
+  // too few accumulators to keep the FMA units busy.
+  const int64_t tiles = (M + MR - 1) / MR, base = M / tiles, longer = M % tiles;
+  for (int64_t k0 = 0; k0 < K; k0 += S::KC) {
+    const int64_t kc = K - k0 < S::KC ? K - k0 : S::KC;
     const bool acc = accumulate || k0 > 0;
-    const float* a = A + k0;
-    const float* pk = panel + k0 * 16 * NV;
-    // Row tiles as even as possible (32 rows: 6 6 5 5 5 5, not 6 6 6 6 6 2): a short tile has
-    // too few accumulators to keep the FMA units busy.
-    const int64_t tiles = (M + MR - 1) / MR, base = M / tiles, longer = M % tiles;
-    int64_t m = 0;
-    for (int64_t i = 0; i < tiles; ++i) {
-      const int64_t rows = base + (i < longer ? 1 : 0);
-      if (rows == MR) tile<MR, NV>(kc, a + m * lda, lda, pk, C + m * ldc, ldc, acc);
-      else tail<NV, MR - 1>(rows, kc, a + m * lda, lda, pk, C + m * ldc, ldc, acc);
-      m += rows;
+    const T* a = A + k0;
+    for (int cb = 0; cb < NR / NB; ++cb) {
+      const T* pk = panel + (cb * K + k0) * NB;
+      T* c = C + cb * NB;
+      int64_t m = 0;
+      for (int64_t i = 0; i < tiles; ++i) {
+        const int64_t rows = base + (i < longer ? 1 : 0);
+        if (rows == MR) tile<T, MR, NV>(kc, a + m * lda, lda, pk, c + m * ldc, ldc, acc);
+        else tail<T, NV, MR - 1>(rows, kc, a + m * lda, lda, pk, c + m * ldc, ldc, acc);
+        m += rows;
+      }
     }
   }
 }
 
-// Pack the NR columns of op(W) that panel p holds. col_row(c) names the row of W (an [N, K]
+// Pack the NR columns of op(W) that a panel holds. col_row(c) names the row of W (an [N, K]
 // row-major matrix with leading dimension ldw) that becomes column c, or -1 for zero padding.
-template <int NV, class ColRow>
-void pack_rows(const float* W, int64_t ldw, int64_t K, ColRow col_row, float* panel) {
-  constexpr int NR = 16 * NV;
+template <typename T, int NR, class ColRow>
+void pack_rows(const T* W, int64_t ldw, int64_t K, ColRow col_row, T* panel) {
   for (int c = 0; c < NR; ++c) {
     const int64_t r = col_row(c);
+    T* dst = panel + panel_index<T, NR>(K, 0, c);
+    constexpr int NB = Shape<T, NR>::NB;
     if (r < 0) {
-      for (int64_t k = 0; k < K; ++k) panel[k * NR + c] = 0.0f;
+      for (int64_t k = 0; k < K; ++k) dst[k * NB] = T(0);
     } else {
-      const float* src = W + r * ldw;
-      for (int64_t k = 0; k < K; ++k) panel[k * NR + c] = src[k];
+      const T* src = W + r * ldw;
+      for (int64_t k = 0; k < K; ++k) dst[k * NB] = src[k];
     }
   }
 }
 
 // Pack columns [c0, c0 + NR) of W itself (an [K, N] row-major matrix): the panel for a product
 // with W rather than W^T.  Columns at or past N are zero.
-template <int NV>
-void pack_cols(const float* W, int64_t ldw, int64_t K, int64_t N, int64_t c0, float* panel) {
-  constexpr int NR = 16 * NV;
-  const int64_t n = N - c0 < NR ? N - c0 : NR;
-  for (int64_t k = 0; k < K; ++k) {
-    float* dst = panel + k * NR;
-    std::memcpy(dst, W + k * ldw + c0, sizeof(float) * n);
-    for (int64_t c = n; c < NR; ++c) dst[c] = 0.0f;
+template <typename T, int NR>
+void pack_cols(const T* W, int64_t ldw, int64_t K, int64_t N, int64_t c0, T* panel) {
+  constexpr int NB = Shape<T, NR>::NB;
+  for (int cb = 0; cb < NR / NB; ++cb) {
+    const int64_t first = c0 + cb * NB;
+    const int64_t n = N - first < 0 ? 0 : (N - first < NB ? N - first : NB);
+    for (int64_t k = 0; k < K; ++k) {
+      T* dst = panel + (cb * K + k) * NB;
+      if (n > 0) std::memcpy(dst, W + k * ldw + first, sizeof(T) * n);
+      for (int64_t c = n; c < NB; ++c) dst[c] = T(0);
+    }
   }
 }
 
 }  // namespace fusedrnn::cpu::FUSEDRNN_ISA::packed
 
-#endif  // __AVX512F__
+#endif  // FUSEDRNN_PACKED_LOOP

@@ -21,6 +21,7 @@
 
 #include "blas.h"
 #include "fusedrnn/common.h"
+#include "kernels.h"
 #include "memory.h"
 #include "threading.h"
 
@@ -281,29 +282,28 @@ void run_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const Bac
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {
 
-// Entry points: pick the loop and turn the runtime flags into template arguments.  float32
-// without a projection takes the packed, threaded loop where the build has AVX-512.
+// Entry points: pick the loop and turn the runtime flags into template arguments.  The packed,
+// threaded loop runs wherever the build has one (simd.h); the backward of the LSTM with a
+// projection still takes the generic loop.
 template <typename T, class Cell>
 void forward_entry(const Seq& q, const Cell& cell, const Weights<T>& w, const ForwardArgs<T>& a,
                    bool training) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    if (!w.w_hr) {
-      if (training) fused_forward<Cell, true>(q, cell, w, a);
-      else fused_forward<Cell, false>(q, cell, w, a);
-      return;
-    }
-  }
-#endif
+#if FUSEDRNN_PACKED_LOOP
+  note_packed_loop();
+  if (training) fused_forward<T, Cell, true>(q, cell, w, a);
+  else fused_forward<T, Cell, false>(q, cell, w, a);
+#else
   if (training) run_forward<T, Cell, true>(q, cell, w, a);
   else run_forward<T, Cell, false>(q, cell, w, a);
+#endif
 }
 
 template <typename T, class Cell>
 void backward_entry(const Seq& q, const Cell& cell, const Weights<T>& w, const BackwardArgs<T>& a) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    if (!w.w_hr) return fused_backward(q, cell, w, a);
+#if FUSEDRNN_PACKED_LOOP
+  if (!w.w_hr) {
+    note_packed_loop();
+    return fused_backward<T, Cell>(q, cell, w, a);
   }
 #endif
   run_backward(q, cell, w, a);

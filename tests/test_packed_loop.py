@@ -1,0 +1,103 @@
+"""The packed time loop (csrc/cpu/fused_loop.h over simd.h) on every instruction set that has
+one here, float32 and float64, against the NumPy oracle -- with a check that the packed loop
+really ran (_core.packed_loop_calls) and that the baseline build keeps the generic loop.
+
+Shapes aim at the loop's edges: row counts that are not a multiple of the tile's MR (B = 1,
+7, 13), H not a multiple of any panel width, steps big enough that 2 threads split the units,
+a reduction longer than one K slice (the backward of an LSTM with G*H > 1024), lengths,
+reverse, relu, the LSTM projection (P < H, P > H; its backward is still the generic loop).
+"""
+
+import numpy as np
+import pytest
+
+from conftest import CELL_CONFIGS, make_case, make_lengths, run_forward
+from test_kernels import DTYPE_IDS, DTYPES, check_against_reference
+import fusedrnn
+from fusedrnn import _core, ops
+
+PACKED_ISAS = ["avx2", "avx512"]
+
+# (config, T, B, I, H, lengths, reverse, projection size or 0)
+CASES = [
+    ("lstm-tanh", 6, 13, 20, 90, True, False, 0),   # 2 threads; B % MR != 0
+    ("lstm-relu", 5, 7, 9, 37, True, True, 0),
+    ("lstm-tanh", 4, 1, 5, 33, False, False, 0),    # B = 1
+    ("lstm-tanh", 3, 3, 4, 260, False, True, 0),    # backward K = 4 * 260 > one K slice
+    ("lstm-tanh", 6, 13, 20, 90, True, False, 70),  # projection, 2 threads, 2 column panels
+    ("lstm-relu", 5, 7, 9, 37, True, True, 130),    # P > H: 3 projection panels
+    ("lstm-tanh", 4, 1, 5, 33, False, False, 5),    # B = 1, P < one vector on AVX2 f32
+    ("gru", 6, 13, 20, 90, True, True, 0),
+    ("gru", 4, 1, 3, 50, False, False, 0),
+    ("rnn-tanh", 6, 13, 20, 150, True, False, 0),   # 3 panels of 64 units, the last partial
+    ("rnn-relu", 5, 2, 6, 70, False, True, 0),
+]
+CASE_IDS = [f"{c[0]}-B{c[2]}-H{c[4]}" + ("-len" if c[5] else "") + ("-rev" if c[6] else "")
+            + (f"-P{c[7]}" if c[7] else "") for c in CASES]
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """This many kernel threads, with the contention guard off so they are really used."""
+    before = fusedrnn.get_num_threads()
+    fusedrnn.set_num_threads(request.param)
+    _core.set_contention_guard(False)
+
+    def restore():
+        fusedrnn.set_num_threads(before)
+        _core.set_contention_guard(True)
+    request.addfinalizer(restore)
+    return request.param
+
+
+@pytest.fixture(params=PACKED_ISAS)
+def packed_isa(request):
+    original = _core.isa()
+    try:
+        _core.set_isa(request.param)
+    except ValueError as exc:
+        pytest.skip(f"isa {request.param!r} unavailable here: {exc}")
+    request.addfinalizer(lambda: _core.set_isa(original))
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("config,T,B,I,H,lengths,reverse,proj", CASES, ids=CASE_IDS)
+def test_packed_loop_matches_reference(rng, packed_isa, threads, config, T, B, I, H, lengths,
+                                       reverse, proj, dtype):
+    cell, act = CELL_CONFIGS[config]
+    case = make_case(rng, cell, T, B, I, H, dtype, proj=proj)
+    if lengths:
+        case["lengths"] = make_lengths(rng, T, B)
+    before = _core.packed_loop_calls()
+    what = f"{config}/isa={packed_isa}/threads={threads}"
+    check_against_reference(rng, cell, act, case, dtype, what, reverse=reverse)
+    # the training forward and the backward (the oracle is NumPy and calls nothing); the
+    # backward with a projection still takes the generic loop
+    expected = 1 if proj else 2
+    assert _core.packed_loop_calls() - before == expected, f"{what}: the packed loop did not run"
+    inf = run_forward(ops, cell, act, case, reverse=reverse)
+    trn = run_forward(ops, cell, act, case, reverse=reverse, training=True)
+    for a, b in zip(inf[:3], trn[:3]):
+        if b is not None:
+            np.testing.assert_array_equal(a, b, err_msg=f"{what}: inference vs training")
+
+
+def test_baseline_keeps_the_generic_loop(rng):
+    original = _core.isa()
+    try:
+        _core.set_isa("baseline")
+        case = make_case(rng, "gru", 3, 2, 4, 10, np.float32)
+        before = _core.packed_loop_calls()
+        check_against_reference(rng, "gru", None, case, np.float32, "gru/baseline")
+        assert _core.packed_loop_calls() == before
+    finally:
+        _core.set_isa(original)
+
+
+def test_projection_backward_takes_the_generic_loop(rng, packed_isa):
+    case = make_case(rng, "lstm", 3, 2, 4, 10, np.float64, proj=4)
+    out, h_n, c_n, cache = run_forward(ops, "lstm", "tanh", case, training=True)
+    before = _core.packed_loop_calls()
+    ops.lstm_backward(cache, np.ones_like(out))
+    assert _core.packed_loop_calls() == before
