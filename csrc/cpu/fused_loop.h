@@ -55,7 +55,7 @@ class StepBarrier {
       // A short spin, then yield: on an idle core the yield returns at once and the poll goes
       // on; on a core shared with the thread being waited for it hands that thread the core
       // (a long spin there would burn its time slice at every step).
-      if (spins < 256) simd::cpu_relax();
+      if (spins < 256) fusedrnn::cpu_relax();
       else std::this_thread::yield();
     }
   }
@@ -90,9 +90,21 @@ struct LoopControl {
   }
   // After the barrier of step s (the barrier orders the store before every thread's load).
   bool stop(int64_t s) const { return stop_step.load(std::memory_order_relaxed) == s; }
-  // After the region, on the calling thread.
+  // The calling thread's share of n blocks split over nt threads (for finish()).
+  int64_t own = 0, most = 0;
+  void note_share(int tid, int64_t n, int nt, int64_t begin, int64_t end) {
+    if (tid != 0) return;
+    own = end - begin;
+    most = (n + nt - 1) / nt;
+  }
+  // After the region, on the calling thread.  The shares are fixed, so on free cores the
+  // calling thread waits only for the larger shares' extra blocks; on a core it shares with
+  // another thread of the team it also waits for that thread's whole share.  A wait beyond
+  // the expected one plus half its own work counts as a stall (threading.h).
   void finish(int threads) {
-    fusedrnn::report_region(threads, fusedrnn::now_ns() - start - waited, waited);
+    const int64_t work = fusedrnn::now_ns() - start - waited;
+    const int64_t expected = own > 0 ? work * (most - own) / own : 0;
+    fusedrnn::report_region(threads, expected + work / 2, waited);
     if (stop_step.load() >= 0) throw fusedrnn::Interrupted();
   }
 };
@@ -163,6 +175,7 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
     }
     int64_t p0, p1, r0 = 0, r1 = 0;
     share(npan, tid, omp_get_num_threads(), p0, p1);
+    ctl.note_share(tid, npan, omp_get_num_threads(), p0, p1);
     if (proj) share(nproj, tid, omp_get_num_threads(), r0, r1);
     // Panel p, column c = gate * U + u  <-  weight row gate * H + p * U + u.
     for (int64_t p = p0; p < p1; ++p) {
@@ -288,6 +301,7 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const B
     }
     int64_t p0, p1;
     share(npan, tid, omp_get_num_threads(), p0, p1);
+    ctl.note_share(tid, npan, omp_get_num_threads(), p0, p1);
     // dh = dG W_hh: panel p holds columns p*U.. of W_hh [GH, H].
     for (int64_t p = p0; p < p1; ++p) packed::pack_cols<T, NR>(w.w_hh, H, GH, H, p * U, whh.data() + p * GH * U);
     const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U), nj = j1 - j0;

@@ -6,18 +6,20 @@
 //   kRegisters         vector registers the compiler can allocate (tile shapes derive from it)
 //   FUSEDRNN_PACKED_LOOP  1 where the packed loop exists for this ISA (AVX-512, AVX2+FMA,
 //                      ARM64 NEON), else 0: the generic loop of sequence.h runs alone.
-//   cpu_relax()        the spin-wait hint (x86 pause, ARM yield, else nothing)
 //
 // Everything lives in the per-ISA namespace: the same names mean different registers in the
 // avx2 and avx512 objects, and must not be merged by the linker.
 #pragma once
 
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// MSVC's /arch:AVX2 implies FMA but defines no __FMA__.
+#if defined(__AVX2__) && (defined(__FMA__) || defined(_MSC_VER))
+#define FUSEDRNN_SIMD_AVX2_FMA 1
+#endif
+
+#if defined(__AVX512F__) || defined(FUSEDRNN_SIMD_AVX2_FMA)
 #include <immintrin.h>
 #elif defined(__aarch64__) && defined(__ARM_NEON)
 #include <arm_neon.h>
-#elif defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
-#include <immintrin.h>
 #endif
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA::simd {
@@ -54,7 +56,7 @@ struct Vec<double> {
   static R fmadd(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
 };
 
-#elif defined(__AVX2__) && defined(__FMA__)
+#elif defined(FUSEDRNN_SIMD_AVX2_FMA)
 #define FUSEDRNN_PACKED_LOOP 1
 inline constexpr int kRegisters = 16;
 
@@ -115,13 +117,5 @@ struct Vec<double> {
 #else
 #define FUSEDRNN_PACKED_LOOP 0
 #endif
-
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
-  _mm_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
 
 }  // namespace fusedrnn::cpu::FUSEDRNN_ISA::simd

@@ -50,8 +50,8 @@ void parallel_for(int64_t n, int threads, IndexBody body, void* ctx);
 // on one thread for a while (doubling up to a few seconds while it lasts) before trying
 // threads again.
 int threads_now();  // num_threads(), or 1 while the cores are contended
-// A region of `threads` threads (> 1) in which the calling thread worked `work_ns` and waited
-// for the others `wait_ns`.
+// A region of `threads` threads (> 1) in which the calling thread waited `wait_ns` for the
+// others where a wait of `work_ns` was to be expected (the region's own work, for the pool).
 void report_region(int threads, int64_t work_ns, int64_t wait_ns);
 int64_t now_ns();   // monotonic clock
 // One pause in a spin-wait loop, on every architecture (x86 PAUSE, Arm YIELD, else nothing);
