@@ -130,6 +130,20 @@ CELL_CONFIGS = {
 }
 
 
+def use_isa(request, name):
+    """Switch the CPU kernels to the compiled variant `name` for one test (skip when this CPU or
+    build lacks it) and restore the one in use afterwards."""
+    from fusedrnn import _core
+
+    original = _core.isa()
+    try:
+        _core.set_isa(name)
+    except ValueError as exc:
+        pytest.skip(f"isa {name!r} unavailable here: {exc}")
+    request.addfinalizer(lambda: _core.set_isa(original))
+    return name
+
+
 def act_kwargs(cell, act):
     """The activation keyword of a cell's forward: activation= (LSTM), nonlinearity= (RNN)."""
     if cell == "lstm":

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import (CELL_CONFIGS, GATES, OPTIONS, assert_close, make_case, make_cotangents,
-                      make_lengths, run_backward, run_forward)
+                      make_lengths, run_backward, run_forward, use_isa)
 import fusedrnn
 from fusedrnn import _core, ops
 from fusedrnn import reference as ref
@@ -411,15 +411,8 @@ ISAS = ["baseline", "avx2", "avx512"]
 
 @pytest.fixture(params=ISAS)
 def isa(request):
-    """Switch the kernels to one compiled variant (skip when this CPU/build lacks it) and
-    restore the original one afterwards."""
-    original = _core.isa()
-    try:
-        _core.set_isa(request.param)
-    except ValueError as exc:
-        pytest.skip(f"isa {request.param!r} unavailable here: {exc}")
-    request.addfinalizer(lambda: _core.set_isa(original))
-    return request.param
+    """Run the test on one compiled kernel variant (conftest.use_isa)."""
+    return use_isa(request, request.param)
 
 
 ISA_MATRIX = [(c, 0) for c in CONFIG_IDS] + [("lstm-tanh", 4)]

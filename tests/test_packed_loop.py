@@ -11,7 +11,7 @@ reverse, relu, the LSTM projection (P < H, P > H; its backward is still the gene
 import numpy as np
 import pytest
 
-from conftest import CELL_CONFIGS, make_case, make_lengths, run_forward
+from conftest import CELL_CONFIGS, make_case, make_lengths, run_forward, use_isa
 from test_kernels import DTYPE_IDS, DTYPES, check_against_reference
 import fusedrnn
 from fusedrnn import _core, ops
@@ -52,13 +52,7 @@ def threads(request):
 
 @pytest.fixture(params=PACKED_ISAS)
 def packed_isa(request):
-    original = _core.isa()
-    try:
-        _core.set_isa(request.param)
-    except ValueError as exc:
-        pytest.skip(f"isa {request.param!r} unavailable here: {exc}")
-    request.addfinalizer(lambda: _core.set_isa(original))
-    return request.param
+    return use_isa(request, request.param)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)

@@ -3,6 +3,8 @@
 Every call either equals the NumPy reference (oracle.assert_matches) or raises a TypeError/
 ValueError/MemoryError naming the offending argument; anything else fails."""
 
+import platform
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
@@ -247,7 +249,8 @@ def test_ragged_lengths_are_named():
         ops.gru_forward(x, w, w, lengths=[[1.0, 2.0], [3.0]])
 
 
-@pytest.mark.xfail(strict=True, reason=(
+# Seen on x86-64 only: the aarch64 build (NEON, run under qemu) meets the tolerance here.
+@pytest.mark.xfail(platform.machine().lower() in ("x86_64", "amd64"), strict=True, reason=(
     "float32 LSTM backward on an exploding relu sequence (|h| ~ 1e14, T = 65, H = 65, reverse) "
     "is 14x less accurate than the same float32 evaluation in NumPy: dx off by 1.4e-2 of "
     "max|dx| against float64, where float32 rounding of the inputs accounts for 2e-3"))
