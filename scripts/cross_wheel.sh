@@ -11,3 +11,7 @@ fetch_wheel() {
   "$python" -m zipfile -e "$dest"/wheel/*.whl "$dest"
   touch "$dest/.unpacked"
 }
+
+# The cross builds take the pybind11 headers from the build Python; the CI venv (what a user
+# installs) has no pybind11, which pip only puts in its isolated build environment.
+"$python" -c "import pybind11" 2>/dev/null || "$python" -m pip install -q pybind11

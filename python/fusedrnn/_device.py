@@ -58,25 +58,32 @@ def to_device(value):
 
 
 class WeightCache:
-    """Device copies of a layer's host parameters, uploaded again only when the layer's
-    weight version (``params.version``, fusedrnn.layers) moved on or the array was replaced.
-    Optimiser steps and every weight-setting API move the version; an in-place edit made any
-    other way needs the layer's weights_changed()."""
+    """Device copies of a layer's host parameters, uploaded again when the host array changed
+    since the last upload.  The layer's weight version (``params.version``, fusedrnn.layers)
+    moving on means a change without looking; with the version unchanged the host array is
+    still compared with the copy last uploaded, so an in-place edit made outside every API
+    (``layer.params[k][...] = v``) reaches the device too instead of leaving it stale."""
 
     def __init__(self):
-        self._entries = {}  # name -> (version, host array, DeviceArray)
+        self._entries = {}  # name -> (version, host shadow copy, DeviceArray)
 
     def get(self, name: str, host: np.ndarray, version: int):
         entry = self._entries.get(name)
-        if entry is not None and entry[0] == version and entry[1] is host:
-            return entry[2]
-        data = np.ascontiguousarray(host)
+        if entry is not None:
+            seen, shadow, dev = entry
+            if (seen == version and shadow.shape == host.shape and shadow.dtype == host.dtype
+                    and np.array_equal(shadow, host)):
+                return dev
+        host = np.ascontiguousarray(host)
         if entry is not None and entry[1].shape == host.shape and entry[1].dtype == host.dtype:
             dev = entry[2]
-            dev.copy_from(data)
+            dev.copy_from(host)
+            shadow = entry[1]
+            np.copyto(shadow, host)
         else:
-            dev = _core.DeviceArray.from_numpy(data)
-        self._entries[name] = (version, host, dev)
+            dev = _core.DeviceArray.from_numpy(host)
+            shadow = host.copy()
+        self._entries[name] = (version, shadow, dev)
         return dev
 
     def clear(self) -> None:

@@ -36,8 +36,8 @@ made again only when the layer's weight version (``params.version``) has moved o
 that changes weights moves it: assigning ``params[name]``, load_state_dict, reset_parameters,
 load_keras_weights, the Keras trainer's set_weights/load, and backward() (an optimiser updates
 the arrays in place after it).  An edit of a parameter array in place made any other way
-(``layer.params['weight_hh_l0'][...] = 0`` outside a training step) cannot be seen: call
-``layer.weights_changed()`` after it.
+(``layer.params['weight_hh_l0'][...] = 0`` outside a training step) cannot be seen by
+step(): call ``layer.weights_changed()`` after it (the CUDA path compares the arrays as well).
 """
 
 from __future__ import annotations

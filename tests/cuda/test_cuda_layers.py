@@ -76,8 +76,7 @@ def test_weights_changed_on_the_host_reach_the_device(rng):
     first, _ = layer(x)
     again, _ = layer(x)
     np.testing.assert_array_equal(first, again)
-    layer.params["weight_hh_l0"] *= 0.5  # in place, outside a training step:
-    layer.weights_changed()                # the documented call that makes it reach the device
+    layer.params["weight_hh_l0"] *= 0.5  # in place, as an optimiser step
     changed, _ = layer(x)
     want = ref.gru_forward(x, *(layer.params[k] for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")))[0]
     assert_close(changed, want, np.float64, "out after an in-place update")
