@@ -285,6 +285,10 @@ def test_device_weight_cache_uploads_on_a_new_version(monkeypatch):
     other = np.zeros(3)
     cache.get("w", other, 1)  # a replaced array is uploaded even at the same version
     assert len(uploads) == 3 and uploads[-1][0] == 0.0
+    other[1] = 7.0  # edited in place outside every API: the version stays, the data differ
+    assert cache.get("w", other, 1) is first and len(uploads) == 4 and uploads[-1][1] == 7.0
+    cache.get("w", other, 1)
+    assert len(uploads) == 4
 
 
 def test_concurrent_steps_on_one_layer_match_serial_ones(rng):
