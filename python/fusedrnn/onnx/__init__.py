@@ -1,0 +1,2 @@
+"""ONNX export and import of fusedrnn models (needs the optional ``onnx`` package:
+``pip install "fusedrnn[onnx]"``)."""
