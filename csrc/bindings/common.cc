@@ -2,6 +2,9 @@
 #include "common.h"
 
 #include <limits>
+#include <memory>
+
+#include "cpu/packed_cache.h"
 
 namespace fusedrnn::bind {
 
@@ -88,7 +91,8 @@ template <typename T>
 py::tuple forward(const CellSpec& cell, const py::array& x, const py::array& w_ih,
                   const py::array& w_hh, const py::array& b_ih, const py::array& b_hh,
                   const py::object& w_hr, const py::array& h0, const py::object& c0,
-                  const py::object& lengths, bool reverse, Act act, bool training) {
+                  const py::object& lengths, bool reverse, Act act, bool training,
+                  const py::object& packed) {
   std::vector<int64_t> len;
   const Seq q = geometry(cell, x, w_ih, w_hr, lengths, reverse, len);
   const int64_t GH = cell.gates * q.H;
@@ -100,6 +104,7 @@ py::tuple forward(const CellSpec& cell, const py::array& x, const py::array& w_i
                checked<T>(b_ih, "b_ih", {GH}), checked<T>(b_hh, "b_hh", {GH}),
                proj ? checked<T>(hr, "w_hr", {q.P, q.H}) : nullptr};
   ForwardArgs<T> a{};
+  if (!packed.is_none()) a.packed = &packed.cast<PackedCache&>();
   a.x = checked<T>(x, "x", {q.T, q.B, q.I});
   a.h0 = checked<T>(h0, "h0", {q.B, q.P});
   if (cell.has_c) {
@@ -180,6 +185,19 @@ py::tuple backward(const CellSpec& cell, const py::array& x, const py::array& w_
   return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr);
 }
 
+void bind_packed_weights(py::module_& m) {
+  py::class_<PackedCache, std::shared_ptr<PackedCache>>(
+      m, "PackedWeights",
+      "Packed weights of one layer and direction, kept between forward calls (empty until the "
+      "first forward that takes the packed loop fills it).  Reuse it only while the weights it "
+      "was filled from stay unchanged; make a new one after any change.")
+      .def(py::init<>())
+      .def_property_readonly("ready", [](const PackedCache& c) { return c.ready.load(); },
+                             "True once a forward has filled it.")
+      .def_property_readonly("nbytes", [](const PackedCache& c) { return c.ready.load() ? c.nbytes() : size_t(0); },
+                             "Bytes of packed weights held.");
+}
+
 void bind_cell(py::module_& m, const CellSpec& spec, bool with_activation) {
   const CellSpec cell = spec;  // copied into the closures
   const std::string name = cell.name;
@@ -188,17 +206,23 @@ void bind_cell(py::module_& m, const CellSpec& spec, bool with_activation) {
       (name + "_forward").c_str(),
       [cell](const py::array& x, const py::array& w_ih, const py::array& w_hh, const py::array& b_ih,
              const py::array& b_hh, const py::object& w_hr, const py::array& h0, const py::object& c0,
-             const py::object& lengths, bool reverse, const std::string& activation, bool training) {
+             const py::object& lengths, bool reverse, const std::string& activation, bool training,
+             const py::object& packed) {
         const Act act = parse_act(activation, "activation");
+        if (!packed.is_none() && !py::isinstance<PackedCache>(packed))
+          throw py::type_error("packed must be a PackedWeights or None, got " +
+                               std::string(py::str(py::type::of(packed).attr("__name__"))));
         return by_dtype(
             x,
-            [&] { return forward<float>(cell, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse, act, training); },
-            [&] { return forward<double>(cell, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse, act, training); });
+            [&] { return forward<float>(cell, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse, act, training, packed); },
+            [&] { return forward<double>(cell, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse, act, training, packed); });
       },
       py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
       py::arg("w_hr"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("reverse"),
-      py::arg(act_arg), py::arg("training"),
+      py::arg(act_arg), py::arg("training"), py::arg("packed") = py::none(),
       ("Fused " + name + " forward over the whole sequence; returns (out, h_n, c_n, workspace). "
+       "packed: a PackedWeights kept for these weights between calls (the packed loop reuses "
+       "it while the weights stay unchanged, which the caller guarantees). "
        "Arguments are checked, not converted: use fusedrnn.ops for the friendly API.").c_str());
   m.def(
       (name + "_backward").c_str(),

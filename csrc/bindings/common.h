@@ -139,6 +139,8 @@ py::tuple by_dtype(const py::array& x, F32&& f32, F64&& f64) {
 }
 
 void bind_cell(py::module_& m, const CellSpec& cell, bool with_activation);
+// fusedrnn._core.PackedWeights: the forward's packed-weight cache (cpu/packed_cache.h).
+void bind_packed_weights(py::module_& m);
 
 // Runs a kernel call without the GIL.  A call made from the main thread polls for signals
 // every ~25 ms of work (taking the GIL for a moment); a pending Ctrl-C stops the kernel, which

@@ -22,6 +22,7 @@ PYBIND11_MODULE(_core, m) {
   namespace py = pybind11;
   using namespace fusedrnn;
   m.doc() = "fusedrnn compiled kernels (use fusedrnn.ops for the checked Python API)";
+  bind::bind_packed_weights(m);
   bind::bind_lstm(m);
   bind::bind_gru(m);
   bind::bind_rnn(m);

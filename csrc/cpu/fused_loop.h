@@ -30,6 +30,7 @@
 #include "blas.h"
 #include "fusedrnn/common.h"
 #include "threading.h"
+#include "packed_cache.h"
 #include "packed_gemm.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {
@@ -147,10 +148,32 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
   const int64_t nproj = proj ? (P + NP - 1) / NP : 0, ldp = nproj * NP;
 
   const int64_t chunk = projection_chunk(q);
-  packed::Buffer<T> wih(npan * I * NR, "packed input weights"),
-      whh(npan * P * NR, "packed recurrent weights"), xp(chunk * B * ld, "the input projection"),
-      hp(B * ld, "the recurrent products"), whr(nproj * H * NP, "packed projection weights"),
+  // The packed weights: from the caller's cache when it holds this layout, packed into it when
+  // it is still empty (and no other call is filling it), else packed into scratch.
+  PackedCache* pc = a.packed;
+  const PackedCache::Key key{int64_t(sizeof(T)), G, U, NR, packed::Shape<T, NR>::NB,
+                             packed::Shape<T, NP>::NB, H, I, P, proj};
+  const bool cached = pc && pc->holds(key);
+  std::unique_lock<std::mutex> filling;
+  if (pc && !cached) {
+    filling = std::unique_lock<std::mutex>(pc->fill, std::try_to_lock);
+    if (filling.owns_lock() && !pc->ready.load(std::memory_order_acquire)) {
+      pc->wih = mem::Array<unsigned char>(npan * I * NR * sizeof(T), "packed input weights");
+      pc->whh = mem::Array<unsigned char>(npan * P * NR * sizeof(T), "packed recurrent weights");
+      pc->whr = mem::Array<unsigned char>(nproj * H * NP * sizeof(T), "packed projection weights");
+    } else if (filling.owns_lock()) {
+      filling.unlock();  // filled for another layout: leave it
+    }
+  }
+  const bool fill = filling.owns_lock(), shared = cached || fill;
+  packed::Buffer<T> wih_own(shared ? 0 : npan * I * NR, "packed input weights"),
+      whh_own(shared ? 0 : npan * P * NR, "packed recurrent weights"),
+      whr_own(shared ? 0 : nproj * H * NP, "packed projection weights"),
+      xp(chunk * B * ld, "the input projection"), hp(B * ld, "the recurrent products"),
       hpr(proj ? B * ldp : 0, "the projected states"), hcore(proj ? B * H : 0, "the cell outputs");
+  T* const wih = shared ? reinterpret_cast<T*>(pc->wih.data()) : wih_own.data();
+  T* const whh = shared ? reinterpret_cast<T*>(pc->whh.data()) : whh_own.data();
+  T* const whr = shared ? reinterpret_cast<T*>(pc->whr.data()) : whr_own.data();
   std::vector<T> h(a.h0, a.h0 + B * P), h_next(B * P), c, c_next;
   if constexpr (Cell::kHasCell) {
     c.assign(a.c0, a.c0 + B * H);
@@ -178,17 +201,17 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
     ctl.note_share(tid, npan, omp_get_num_threads(), p0, p1);
     if (proj) share(nproj, tid, omp_get_num_threads(), r0, r1);
     // Panel p, column c = gate * U + u  <-  weight row gate * H + p * U + u.
-    for (int64_t p = p0; p < p1; ++p) {
+    for (int64_t p = cached ? p1 : p0; p < p1; ++p) {
       auto col_row = [&](int c) -> int64_t {
         const int64_t unit = p * U + c % U;
         return unit < H ? (c / U) * H + unit : -1;
       };
-      packed::pack_rows<T, NR>(w.w_ih, I, I, col_row, wih.data() + p * I * NR);
-      packed::pack_rows<T, NR>(w.w_hh, P, P, col_row, whh.data() + p * P * NR);
+      packed::pack_rows<T, NR>(w.w_ih, I, I, col_row, wih + p * I * NR);
+      packed::pack_rows<T, NR>(w.w_hh, P, P, col_row, whh + p * P * NR);
     }
-    for (int64_t p = r0; p < r1; ++p)
+    for (int64_t p = cached ? r1 : r0; p < r1; ++p)
       packed::pack_rows<T, NP>(w.w_hr, H, H, [&](int c) -> int64_t { return p * NP + c < P ? p * NP + c : -1; },
-                               whr.data() + p * H * NP);
+                               whr + p * H * NP);
     T* hc = h.data();
     T* hn = h_next.data();
     T* cc = Cell::kHasCell ? c.data() : nullptr;
@@ -204,12 +227,12 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
         const int64_t n = std::min(chunk, q.T - s);
         t0 = chunk == q.T ? 0 : (q.reverse ? q.T - s - n : s);
         for (int64_t p = p0; p < p1; ++p)
-          packed::panel_gemm<T, NR>(n * B, I, a.x + t0 * B * I, I, wih.data() + p * I * NR,
+          packed::panel_gemm<T, NR>(n * B, I, a.x + t0 * B * I, I, wih + p * I * NR,
                                     xp.data() + p * NR, ld, false);
         next = chunk == q.T ? q.T : s + n;
       }
       for (int64_t p = p0; p < p1; ++p)
-        packed::panel_gemm<T, NR>(B, P, hc, P, whh.data() + p * P * NR, hp.data() + p * NR, ld, false);
+        packed::panel_gemm<T, NR>(B, P, hc, P, whh + p * P * NR, hp.data() + p * NR, ld, false);
 
       T* hout = proj ? hcore.data() : hn;  // the cell's h' [B, H]
       for (int64_t b = 0; b < B; ++b) {
@@ -235,7 +258,7 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
       if (proj) {
         ctl.wait(barrier, tid);  // every unit of hcore is written
         for (int64_t p = r0; p < r1; ++p)
-          packed::panel_gemm<T, NP>(B, H, hcore.data(), H, whr.data() + p * H * NP, hpr.data() + p * NP,
+          packed::panel_gemm<T, NP>(B, H, hcore.data(), H, whr + p * H * NP, hpr.data() + p * NP,
                                     ldp, false);
         for (int64_t b = 0; b < B; ++b) {
           const int64_t t = q.time_of(s, b);
@@ -254,6 +277,10 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
       copy_row(a.h_n + b * P + k0, hc + b * P + k0, k1 - k0);
       if constexpr (Cell::kHasCell) copy_row(a.c_n + b * H + j0, cc + b * H + j0, j1 - j0);
     }
+  }
+  if (fill) {  // every panel was packed before the first step, interrupted or not
+    pc->key = key;
+    pc->ready.store(true, std::memory_order_release);
   }
   ctl.finish(team);
 }

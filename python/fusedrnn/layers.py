@@ -31,13 +31,17 @@ load_state_dict) while another thread runs a forward is the caller's to synchron
 Layers pickle and deep-copy (configuration, weights, grads, rng; no trace).
 
 Streaming: ``out_t, state = layer.step(x_t, state)`` runs one time step of every layer
-(fusedrnn/layers_step.py).  It and the CUDA path keep copies of the weights (packed, or on the device),
-made again only when the layer's weight version (``params.version``) has moved on.  Every API
+(fusedrnn/layers_step.py).  It, the forward on the CPU of a layer in eval mode (after
+``layer.eval()``) and the CUDA path keep copies of the weights (packed, or on the device), made
+again only when the layer's weight version (``params.version``) has moved on, so many short
+calls do not repack.  Every API
 that changes weights moves it: assigning ``params[name]``, load_state_dict, reset_parameters,
 load_keras_weights, the Keras trainer's set_weights/load, and backward() (an optimiser updates
 the arrays in place after it).  An edit of a parameter array in place made any other way
 (``layer.params['weight_hh_l0'][...] = 0`` outside a training step) cannot be seen by
-step(): call ``layer.weights_changed()`` after it (the CUDA path compares the arrays as well).
+step() or the CPU forward of a layer in eval mode: call ``layer.weights_changed()`` after it
+(the CUDA path compares the arrays as well; in train mode, the default, every forward reads the
+arrays, so finite-difference checks that nudge weights in place need nothing).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _device, _npz, ops
+from . import _core, _device, _npz, ops
 from .layers_step import StepMixin
 from ._checks import GATES, check_bool, check_int, float_dtype, shape_str
 from .keras_import import from_keras_weights, to_keras_weights
@@ -193,6 +197,9 @@ class _RNNBase(StepMixin):
         # layer never mix their inputs; the lock makes the += into the shared grads atomic.
         self._local = threading.local()
         self._grad_lock = threading.Lock()
+        # (direction suffix, instruction set) -> (weight version, ops.PackedWeights): the packed
+        # loop's copy of the weights, kept while the version stays (see _packed_weights).
+        self._packed = {}
 
     @property
     def _trace(self):
@@ -215,6 +222,7 @@ class _RNNBase(StepMixin):
         # Traces belong to the threads that made them; a copy starts with none.
         state = dict(self.__dict__)
         del state["_local"], state["_grad_lock"]
+        state.pop("_packed", None)  # made again by the next forward
         state.pop("_step_model", None)  # packed weights are made again on the next step
         return state
 
@@ -545,6 +553,8 @@ class _RNNBase(StepMixin):
         w = (x, p["weight_ih" + sfx], p["weight_hh" + sfx],
              p.get("bias_ih" + sfx), p.get("bias_hh" + sfx))
         kw = dict(lengths=lengths, reverse=reverse, training=training, device=self._device)
+        if self._device == "cpu" and not training and not self.training:  # eval mode only
+            kw["packed"] = self._packed_weights(sfx)
         if self._cell == "lstm":
             return ops.lstm_forward(*w, h0, c0, w_hr=p.get("weight_hr" + sfx),
                                     activation=self._act, **kw)
@@ -553,6 +563,18 @@ class _RNNBase(StepMixin):
         else:
             out, h_n, cache = ops.rnn_forward(*w, h0, nonlinearity=self._act, **kw)
         return out, h_n, None, cache
+
+    def _packed_weights(self, sfx: str):
+        """The packed-weight cache of one direction's weights at their current version, for the
+        forward of a layer in eval mode.  The kernels fill it on the first forward and reuse it
+        until the version moves (the same contract as step(): an in-place edit outside the
+        APIs needs weights_changed())."""
+        key, version = (sfx, _core.isa()), self.params.version
+        entry = self._packed.get(key)
+        if entry is None or entry[0] != version:
+            self._packed = {k: e for k, e in self._packed.items() if e[0] == version}
+            entry = self._packed[key] = (version, ops.PackedWeights())
+        return entry[1]
 
     def _dropout_mask(self, shape) -> np.ndarray:
         # Inverted dropout: survivors are scaled by 1/(1-p) so eval needs no rescaling.

@@ -29,6 +29,13 @@ into a byte buffer), byte-swapped ('>f4' on a little-endian machine) or with dty
 are copied into native, aligned, C-contiguous memory when the kernels need it (no copy otherwise).
 ``None`` for a bias or a state means zeros.  Every shape and value error is a ValueError
 naming the argument, the shape expected and the shape received.
+
+Repeated calls with the same weights: ``packed=PackedWeights()`` (one per layer and direction)
+keeps the packed copy of the weights that the CPU's packed loop builds, so later calls skip
+packing, which dominates short calls (a few steps, small batches).  It is filled by the first
+call and never compared with the weights again: make a new one whenever they change (the
+layers do this by their weight version).  Ignored on the device and where the build has no
+packed loop.
 """
 
 from __future__ import annotations
@@ -48,7 +55,11 @@ __all__ = [
     "rnn_forward",
     "rnn_backward",
     "ForwardCache",
+    "PackedWeights",
 ]
+
+# Packed weights kept between forward calls: see the module docstring.
+PackedWeights = _core.PackedWeights
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -188,7 +199,7 @@ def _forward_args(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, revers
 
 
 def _forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, activation, training,
-             device="cpu"):
+             device="cpu", packed=None):
     if _device.check_device(device) == "cuda":  # --- CUDA hook: fusedrnn/cuda_ops.py ---
         from . import cuda_ops
 
@@ -197,7 +208,10 @@ def _forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, ac
     x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse, activation, training, (B, H, P) = \
         _forward_args(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, activation, training)
     fn = getattr(_core, f"{cell}_forward")
-    out, h_n, c_n, ws = fn(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse, activation, training)
+    if packed is not None and not isinstance(packed, PackedWeights):
+        raise TypeError(f"packed must be a fusedrnn.ops.PackedWeights or None, got {type(packed).__name__}")
+    out, h_n, c_n, ws = fn(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse, activation, training,
+                           packed)
     cache = None
     if training:
         cache = ForwardCache(cell, x, w_ih, w_hh, w_hr, lengths, reverse, activation, ws, B, H, P)
@@ -253,12 +267,13 @@ def _backward(cell, cache, dout, dh_n, dc_n):
 
 
 def lstm_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, w_hr=None,
-                 lengths=None, reverse=False, activation="tanh", training=False, device="cpu"):
+                 lengths=None, reverse=False, activation="tanh", training=False, device="cpu",
+                 packed=None):
     """LSTM over the whole sequence.  Returns (out, h_n, c_n, cache); cache is None unless
     training.  ``activation='relu'`` replaces both tanh's; ``w_hr`` (P, H) is torch's
     projection (proj_size = P)."""
     return _forward("lstm", x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, lengths, reverse, activation, training,
-                    device)
+                    device, packed)
 
 
 def lstm_backward(cache, dout=None, dh_n=None, dc_n=None):
@@ -268,10 +283,10 @@ def lstm_backward(cache, dout=None, dh_n=None, dc_n=None):
 
 
 def gru_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, lengths=None, reverse=False,
-                training=False, device="cpu"):
+                training=False, device="cpu", packed=None):
     """GRU over the whole sequence.  Returns (out, h_n, cache); cache is None unless training."""
     out, h_n, _, cache = _forward("gru", x, w_ih, w_hh, b_ih, b_hh, h0, None, None, lengths, reverse,
-                                  "tanh", training, device)
+                                  "tanh", training, device, packed)
     return out, h_n, cache
 
 
@@ -281,10 +296,10 @@ def gru_backward(cache, dout=None, dh_n=None):
 
 
 def rnn_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, lengths=None, reverse=False,
-                nonlinearity="tanh", training=False, device="cpu"):
+                nonlinearity="tanh", training=False, device="cpu", packed=None):
     """Elman RNN (tanh or relu) over the whole sequence.  Returns (out, h_n, cache)."""
     out, h_n, _, cache = _forward("rnn", x, w_ih, w_hh, b_ih, b_hh, h0, None, None, lengths, reverse,
-                                  nonlinearity, training, device)
+                                  nonlinearity, training, device, packed)
     return out, h_n, cache
 
 

@@ -17,6 +17,8 @@ namespace fusedrnn {
 
 enum class Act : int { Tanh = 0, Relu = 1 };
 
+struct PackedCache;  // packed weights kept between calls (csrc/cpu/packed_cache.h); CPU only
+
 // Geometry of one call: one layer, one direction, the whole sequence.
 struct Seq {
   int64_t T = 0, B = 0, I = 0, H = 0, P = 0;
@@ -64,6 +66,7 @@ struct ForwardArgs {
   T* h_n;       // [B, P]
   T* c_n;       // [B, H] (LSTM only)
   T* ws;        // [T, B, ws_width] training workspace, or nullptr for inference
+  PackedCache* packed = nullptr;  // the packed loop's weights from an earlier call, or nullptr
 };
 
 template <typename T>
