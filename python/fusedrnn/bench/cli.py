@@ -22,7 +22,7 @@ from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from . import isa, report, timing
 from .cases import (CELLS, DEEPBENCH_HELP, DTYPES, FLOPS_HELP, GRIDS, MODES, STANDARD_SIZES, Case,
                     grid)
-from .contenders import CONTENDERS, torch_available
+from .contenders import CONTENDERS, onnxruntime_available, torch_available
 from .timing import MEMORY_HELP, TIMING_HELP
 from .validation import TOLERANCE, validate
 
@@ -105,7 +105,10 @@ def add_bench(subparsers):
                         "steps against one forward (defaults B=1, I=H=128, T=100, cell lstm)")
     g = p.add_argument_group("contenders and threads")
     g.add_argument("--contenders", metavar="LIST",
-                   help="comma-separated out of fusedrnn,numpy,torch (default: all; torch when importable)")
+                   help="comma-separated out of fusedrnn,numpy,torch,onnxruntime (default: "
+                        "fusedrnn,numpy,torch; torch when importable). onnxruntime runs the case "
+                        "exported by fusedrnn.onnx.export, in fwd mode on float32 cases only (left "
+                        "out of the others, with a note)")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: time fusedrnn-cuda (CUDA events) against fusedrnn on the CPU; in an "
                         "emulated build the device times are marked as emulated")
@@ -188,12 +191,16 @@ def _bench_contenders(args, parser):
     if args.contenders is None:
         if cuda:
             return ("fusedrnn", "fusedrnn-cuda"), cuda_note
-        names = tuple(n for n in CONTENDERS if n != "fusedrnn-cuda" and (n != "torch" or torch_available()))
+        names = tuple(n for n in CONTENDERS if n not in ("fusedrnn-cuda", "onnxruntime")
+                      and (n != "torch" or torch_available()))
         note = None if torch_available() else "torch: not importable, left out (pip install 'fusedrnn[torch]')"
         return names, note
     names = _split_names(args.contenders, CONTENDERS, "--contenders", parser)
     if "torch" in names and not torch_available():
         parser.error("--contenders names torch, which is not importable (pip install 'fusedrnn[torch]')")
+    if "onnxruntime" in names and not onnxruntime_available():
+        parser.error("--contenders names onnxruntime, which needs the onnx and onnxruntime packages "
+                     "(pip install onnx onnxruntime)")
     return names, cuda_note
 
 
