@@ -142,12 +142,16 @@ def test_dynamic_batch_and_time(tmp_path):
 def _keras_cases():
     rng = np.random.default_rng(9)
     x = rng.standard_normal((4, 6, 5)).astype(np.float32)
-    right = x.copy()
+    right = x.copy()  # padded at the end
     right[1, 4:] = 0.0
     right[2, 1:] = 0.0
+    mixed = right.copy()  # and at the start (Keras' pad_sequences default)
+    mixed[0, :2] = 0.0
+    mixed[3, :5] = 0.0
     ids = rng.integers(1, 20, (4, 7))
     ids[0, 3:] = 0
     ids[2, 6:] = 0
+    ids[3, :4] = 0
     return [
         ("lstm-dropout-gru-softmax", lambda: [
             K.LSTM(8, input_shape=(None, 5), return_sequences=True), K.Dropout(0.5),
@@ -166,6 +170,12 @@ def _keras_cases():
             K.GRU(4, return_sequences=True), K.Dense(2, activation="relu")], right),
         ("masking-last-step", lambda: [
             K.Masking(0.0, input_shape=(None, 5)), K.Bidirectional(K.SimpleRNN(5)), K.Dense(2)], right),
+        ("masking-both-ends", lambda: [
+            K.Masking(0.0, input_shape=(None, 5)), K.Bidirectional(K.LSTM(6, return_sequences=True)),
+            K.Dense(2, activation="tanh")], mixed),
+        ("masking-both-ends-last-step", lambda: [
+            K.Masking(0.0, input_shape=(None, 5)), K.GRU(4, return_sequences=True), K.SimpleRNN(3),
+            K.Dense(2)], mixed),
         ("embedding-mask-zero", lambda: [
             K.Embedding(20, 5, mask_zero=True), K.LSTM(6), K.Dense(2, activation="softmax")], ids),
         ("embedding", lambda: [

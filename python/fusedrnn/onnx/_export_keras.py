@@ -13,12 +13,14 @@ is an Embedding; output ``output``: what ``model.predict`` gives.  Layer by laye
     Masking, Embedding(mask_zero=True)         sequence_lens = the number of unmasked steps of
                                                each sequence
 
-A mask becomes lengths on right-padded sequences only: the graph counts the unmasked steps and
-treats them as the first ones.  Left-padded input (padding first), which model.predict
-accepts, gives other results in the exported graph: pad at the end (pad_sequences(...,
-padding='post')) for it.  Refused with a ValueError naming the layer: stateful layers (their
-state carried between calls), go_backwards together with a mask, LSTM projections, and layers
-the export does not know.
+A mask works as in model.predict for sequences padded at either end: the graph counts each
+sequence's unmasked steps (its length) and finds its first one; a left-padded sequence (Keras'
+pad_sequences default) is rolled so that its data comes first, and sequence outputs are rolled
+back.  A mask with padding between valid steps, which predict refuses, cannot be refused by a
+graph: its steps from the first valid one on are read as one sequence of that many steps.
+Refused with a ValueError naming the layer: stateful layers (their state carried between
+calls), go_backwards together with a mask, LSTM projections, and layers the export does not
+know.
 """
 
 from __future__ import annotations
@@ -70,8 +72,9 @@ def _input_signature(model, first):
     return (["batch", "time", feats] if seq else ["batch", feats]), model.dtype
 
 
-def _lengths_from_mask(g: Graph, x: str, first) -> str:
-    """int32 (B,) sequence_lens: the unmasked steps of each sequence."""
+def _lengths_from_mask(g: Graph, x: str, first):
+    """(int32 (B,) sequence_lens: the unmasked steps of each sequence, int64 (B, 1) index of
+    each sequence's first unmasked step)."""
     if isinstance(first, pieces.Embedding):
         valid = g.node("Not", [g.node("Equal", [x, g.const("pad_id", 0, np.int64)], "is_pad")], "valid")
     else:
@@ -81,9 +84,31 @@ def _lengths_from_mask(g: Graph, x: str, first) -> str:
         count = g.node("ReduceSum", [g.node("Cast", [differs], "differs_n", to=_elem(np.int64)),
                                      g.ints("axes", [2])], "differing", keepdims=0)
         valid = g.node("Greater", [count, g.const("zero", 0, np.int64)], "valid")
-    n = g.node("ReduceSum", [g.node("Cast", [valid], "valid_n", to=_elem(np.int64)),
-                             g.ints("axes", [1])], "steps", keepdims=0)
-    return g.node("Cast", [n], "sequence_lens", to=_elem(np.int32))
+    valid_n = g.node("Cast", [valid], "valid_n", to=_elem(np.int64))
+    n = g.node("ReduceSum", [valid_n, g.ints("axes", [1])], "steps", keepdims=0)
+    first_step = g.node("ArgMax", [valid_n], "first_step", axis=1, keepdims=1)
+    return g.node("Cast", [n], "sequence_lens", to=_elem(np.int32)), first_step
+
+
+def _roll(g: Graph, a: str, shift: str, back: bool, rank: int, stem: str) -> str:
+    """Row b of a (B, T, ...) moved left along axis 1 by shift[b] (right with back=True), as
+    fusedrnn.keras.data.roll: step t of the result is step (t +- shift[b]) mod T of a."""
+    T = g.node("Gather", [g.node("Shape", [a], f"{stem}_shape"), g.ints(f"{stem}_axis", [1])],
+               f"{stem}_T")  # (1,)
+    steps = g.node("Range", [g.const(f"{stem}_0", 0, np.int64),
+                             g.node("Squeeze", [T], f"{stem}_T0"),
+                             g.const(f"{stem}_1", 1, np.int64)], f"{stem}_steps")
+    steps = g.node("Unsqueeze", [steps, g.ints(f"{stem}_axis0", [0])], f"{stem}_steps_row")  # (1, T)
+    if back:
+        idx = g.node("Add", [g.node("Sub", [steps, shift], f"{stem}_minus"), T], f"{stem}_plus_T")
+    else:
+        idx = g.node("Add", [steps, shift], f"{stem}_plus")
+    idx = g.node("Mod", [idx, T], f"{stem}_index")  # (B, T)
+    if rank == 2:
+        return g.node("GatherElements", [a, idx], f"{stem}_rolled", axis=1)
+    idx = g.node("Expand", [g.node("Unsqueeze", [idx, g.ints(f"{stem}_axis2", [2])], f"{stem}_idx3"),
+                            g.node("Shape", [a], f"{stem}_full_shape")], f"{stem}_idx_full")
+    return g.node("GatherElements", [a, idx], f"{stem}_rolled", axis=1)
 
 
 def _elem(dtype) -> int:
@@ -140,9 +165,10 @@ def keras_graph(model) -> Graph:
     first = model._first_layer()
     shape, dtype = _input_signature(model, first)
     x = g.input("input", shape, dtype)
-    lengths = None
+    lengths = shift = None
     if model._mask_layer() is not None:
-        lengths = _lengths_from_mask(g, x, first)
+        lengths, shift = _lengths_from_mask(g, x, first)
+        x = _roll(g, x, shift, False, len(shape), "pad_first")
     seq = len(shape) == 3 or isinstance(first, pieces.Embedding)
     width = shape[-1]
     for i, layer in enumerate(model.layers):
@@ -167,5 +193,7 @@ def keras_graph(model) -> Graph:
             seq = rec.return_sequences
         else:
             raise ValueError(f"{label}: {type(layer).__name__} layers cannot be exported to ONNX")
+    if shift is not None and seq:
+        x = _roll(g, x, shift, True, 3, "pad_back")
     g.output(x, "output", (["batch", "time"] if seq else ["batch"]) + [width])
     return g
