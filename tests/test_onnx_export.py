@@ -183,6 +183,11 @@ def _keras_cases():
         ("torch-ordered-pieces", lambda: [
             fusedrnn.Recurrent(fusedrnn.LSTM(5, 6, num_layers=2, bidirectional=True)),
             fusedrnn.Dropout(0.1), fusedrnn.Dense(12, 3, activation="tanh")], x),
+        ("per-step-dense-only", lambda: [
+            K.TimeDistributed(K.Dense(4, activation="relu"), input_shape=(None, 5)),
+            K.Dense(3, activation="softmax")], x),
+        ("dense-on-vectors", lambda: [K.Dense(4, activation="sigmoid", input_shape=(5,)),
+                                      K.Dropout(0.2), K.Dense(2)], x[:, 0]),
     ]
 
 

@@ -68,7 +68,11 @@ def _input_signature(model, first):
     if feats is None:
         raise ValueError("the model's input width is unknown: build it first (call it on data, "
                          "or give the first layer input_shape=)")
-    seq = any(isinstance(_unwrap(l), (pieces.Recurrent, Masking)) for l in model.layers)
+    declared = getattr(model, "_input_shape", None)  # (None, ...) from the first layer's input_shape
+    if declared is not None:
+        seq = len(declared) == 3
+    else:
+        seq = any(isinstance(_unwrap(l), (pieces.Recurrent, Masking)) for l in model.layers)
     return (["batch", "time", feats] if seq else ["batch", feats]), model.dtype
 
 
