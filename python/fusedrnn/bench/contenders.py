@@ -280,7 +280,7 @@ class _OnnxRuntime:
 
         import onnxruntime as ort
 
-        from .. import layers
+        from .. import get_num_threads, layers
         from ..onnx import export
 
         reason = excluded("onnxruntime", case)
@@ -298,7 +298,6 @@ class _OnnxRuntime:
                     state[f"{full}_l{lay}{_suffix(d)}"] = p[name]
         layer.load_state_dict(state)
         opts = ort.SessionOptions()
-        from .. import get_num_threads
         opts.intra_op_num_threads = _ORT_THREADS["n"] or get_num_threads()
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -31,7 +31,7 @@ import numpy as np
 from .._files import write_atomic
 from ..layers import _RNNBase
 from ._gates import to_onnx_direction
-from ._graph import Graph
+from ._graph import ELEM_TYPE, Graph
 
 __all__ = ["export", "DEFAULT_OPSET", "MIN_OPSET"]
 
@@ -124,7 +124,7 @@ def _layer_graph(layer: _RNNBase, lengths: bool, initial_state: bool) -> Graph:
     seq = None
     if lengths:
         seq = g.node("Cast", [g.input("lengths", ["batch"], np.int64)], "sequence_lens",
-                     to=int(_int32()))
+                     to=int(ELEM_TYPE[np.dtype(np.int32)]))  # ONNX's sequence_lens is int32
     if layer.batch_first:
         x = g.transpose(x, (1, 0, 2), "time_major")
     out, h_n, c_n, _ = emit_stack(g, layer, x, seq, h0, c0)
@@ -136,11 +136,6 @@ def _layer_graph(layer: _RNNBase, lengths: bool, initial_state: bool) -> Graph:
     if c_n is not None:
         g.output(c_n, "c_n", [LD, "batch", H])
     return g
-
-
-def _int32():
-    from onnx import TensorProto
-    return TensorProto.INT32
 
 
 def _check_opset(opset) -> int:

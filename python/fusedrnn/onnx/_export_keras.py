@@ -30,7 +30,7 @@ import numpy as np
 from ..keras import pieces
 from ..keras.layers import Bidirectional, InputLayer, Masking, TimeDistributed
 from ..keras.layers.recurrent import _KerasRNN
-from ._graph import Graph
+from ._graph import ELEM_TYPE, Graph
 from ._export import check_expressible, emit_stack
 
 __all__ = ["keras_graph"]
@@ -116,7 +116,6 @@ def _roll(g: Graph, a: str, shift: str, back: bool, rank: int, stem: str) -> str
 
 
 def _elem(dtype) -> int:
-    from ._graph import ELEM_TYPE
     return int(ELEM_TYPE[np.dtype(dtype)])
 
 
