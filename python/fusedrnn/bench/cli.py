@@ -75,6 +75,10 @@ def add_bench(subparsers):
         "are compared with fusedrnn.reference in float64 on the same values: max|error| / max(1, "
         f"max|oracle|) <= {TOLERANCE['float32']:g} (float32), {TOLERANCE['float64']:g} (float64). "
         "A case that fails is not timed and the exit code is 1.",
+        "onnxruntime (--contenders ...,onnxruntime; needs onnx and onnxruntime): the case exported "
+        "once by fusedrnn.onnx.export, run by an InferenceSession on the CPU provider with "
+        "intra_op_num_threads = --threads, inter_op 1, sequential execution; inference only, so it "
+        "is timed in fwd mode on float32 cases and left out of fwdbwd and float64 cases with a note.",
         TIMING_HELP,
         FLOPS_HELP + " speed-up = a contender's median / fusedrnn's median.",
         MEMORY_HELP,
