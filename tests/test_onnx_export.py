@@ -235,6 +235,17 @@ def test_keras_options_that_cannot_be_exported(tmp_path):
     with pytest.raises(ValueError, match="lengths= and initial_state="):
         fusedrnn.onnx.export(Sequential([K.LSTM(3, input_shape=(4, 2))]), path, lengths=True)
 
+    class Scale(fusedrnn.keras.pieces.Layer):
+        built = True
+        dtype = None
+
+        def forward(self, x, training=False, lengths=None):
+            return 2 * x
+
+    custom = Sequential([K.LSTM(3, input_shape=(4, 2)), Scale()])
+    with pytest.raises(ValueError, match="layer 1 .*Scale layers cannot be exported"):
+        fusedrnn.onnx.export(custom, path)
+
     class Sub(Model):
         def __init__(self):
             super().__init__()
