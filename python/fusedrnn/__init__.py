@@ -31,6 +31,7 @@ from .keras import callbacks, losses, metrics, optimizers  # noqa: E402
 from .keras.pieces import Dense, Dropout, Embedding, Recurrent  # noqa: E402
 from .keras.models import Sequential  # noqa: E402
 from . import bench  # noqa: E402
+from . import onnx  # noqa: E402  (fusedrnn.onnx imports the onnx package only when used)
 
 # The trainer lives in fusedrnn.keras and the benchmark in the package fusedrnn.bench; their
 # former modules keep answering to their old names.
@@ -58,6 +59,7 @@ __all__ = [
     "callbacks",
     "ops",
     "reference",
+    "onnx",
     "build_info",
     "empty_cache",
     "cuda_available",

@@ -22,7 +22,7 @@ from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from . import isa, report, timing
 from .cases import (CELLS, DEEPBENCH_HELP, DTYPES, FLOPS_HELP, GRIDS, MODES, STANDARD_SIZES, Case,
                     grid)
-from .contenders import CONTENDERS, torch_available
+from .contenders import CONTENDERS, onnxruntime_available, torch_available
 from .timing import MEMORY_HELP, TIMING_HELP
 from .validation import TOLERANCE, validate
 
@@ -75,6 +75,10 @@ def add_bench(subparsers):
         "are compared with fusedrnn.reference in float64 on the same values: max|error| / max(1, "
         f"max|oracle|) <= {TOLERANCE['float32']:g} (float32), {TOLERANCE['float64']:g} (float64). "
         "A case that fails is not timed and the exit code is 1.",
+        "onnxruntime (--contenders ...,onnxruntime; needs onnx and onnxruntime): the case exported "
+        "once by fusedrnn.onnx.export, run by an InferenceSession on the CPU provider with "
+        "intra_op_num_threads = --threads, inter_op 1, sequential execution; inference only, so it "
+        "is timed in fwd mode on float32 cases and left out of fwdbwd and float64 cases with a note.",
         TIMING_HELP,
         FLOPS_HELP + " speed-up = a contender's median / fusedrnn's median.",
         MEMORY_HELP,
@@ -105,7 +109,10 @@ def add_bench(subparsers):
                         "steps against one forward (defaults B=1, I=H=128, T=100, cell lstm)")
     g = p.add_argument_group("contenders and threads")
     g.add_argument("--contenders", metavar="LIST",
-                   help="comma-separated out of fusedrnn,numpy,torch (default: all; torch when importable)")
+                   help="comma-separated out of fusedrnn,numpy,torch,onnxruntime (default: "
+                        "fusedrnn,numpy,torch; torch when importable). onnxruntime runs the case "
+                        "exported by fusedrnn.onnx.export, in fwd mode on float32 cases only (left "
+                        "out of the others, with a note)")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: time fusedrnn-cuda (CUDA events) against fusedrnn on the CPU; in an "
                         "emulated build the device times are marked as emulated")
@@ -188,12 +195,16 @@ def _bench_contenders(args, parser):
     if args.contenders is None:
         if cuda:
             return ("fusedrnn", "fusedrnn-cuda"), cuda_note
-        names = tuple(n for n in CONTENDERS if n != "fusedrnn-cuda" and (n != "torch" or torch_available()))
+        names = tuple(n for n in CONTENDERS if n not in ("fusedrnn-cuda", "onnxruntime")
+                      and (n != "torch" or torch_available()))
         note = None if torch_available() else "torch: not importable, left out (pip install 'fusedrnn[torch]')"
         return names, note
     names = _split_names(args.contenders, CONTENDERS, "--contenders", parser)
     if "torch" in names and not torch_available():
         parser.error("--contenders names torch, which is not importable (pip install 'fusedrnn[torch]')")
+    if "onnxruntime" in names and not onnxruntime_available():
+        parser.error("--contenders names onnxruntime, which needs the onnx and onnxruntime packages "
+                     "(pip install onnx onnxruntime)")
     return names, cuda_note
 
 

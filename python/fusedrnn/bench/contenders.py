@@ -15,6 +15,10 @@ into named NumPy arrays for validation; it is never timed.
 * torch: ``torch.nn.LSTM/GRU/RNN`` with ``num_layers`` and ``bidirectional``, holding copies
   of the same weights; gradients with respect to the input, the initial states and every
   parameter.
+* onnxruntime: the case's stack exported once with fusedrnn.onnx.export (to a temporary file,
+  read back by an InferenceSession: CPU provider, intra_op_num_threads = the bench's threads,
+  inter_op 1, sequential execution); inference only, so it runs in ``fwd`` mode on float32
+  cases and is left out of the others (``excluded`` says why).
 
 The names of the results: out (T, B, D*H), h_n and c_n (layers*D, B, H), dx, dh0, dc0, and
 per layer and direction dw_ih_l0, dw_hh_l0, db_ih_l0, db_hh_l0 (suffix _reverse for the
@@ -28,7 +32,7 @@ import numpy as np
 from .. import ops, reference
 from .cases import Case, Inputs
 
-CONTENDERS = ("fusedrnn", "numpy", "torch", "fusedrnn-cuda")
+CONTENDERS = ("fusedrnn", "numpy", "torch", "fusedrnn-cuda", "onnxruntime")
 _PARAMS = ("w_ih", "w_hh", "b_ih", "b_hh")
 
 
@@ -38,6 +42,34 @@ def torch_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# Threads of the onnxruntime session (timing.set_threads sets it; None: fusedrnn's count).
+_ORT_THREADS = {"n": None}
+
+
+def set_onnxruntime_threads(n: int) -> None:
+    _ORT_THREADS["n"] = int(n)
+
+
+def excluded(name: str, case: Case) -> str | None:
+    """Why contender `name` does not run `case`, or None when it does."""
+    if name != "onnxruntime":
+        return None
+    if case.mode != "fwd":
+        return "excluded: onnxruntime runs inference only (fwd mode)"
+    if case.dtype != "float32":
+        return "excluded: onnxruntime's CPU LSTM/GRU/RNN kernels are float32 only"
+    return None
 
 
 def make(name: str, case: Case, inputs: Inputs):
@@ -50,6 +82,8 @@ def make(name: str, case: Case, inputs: Inputs):
         return _Torch(case, inputs)
     if name == "fusedrnn-cuda":
         return _CudaStacked(case, inputs)
+    if name == "onnxruntime":
+        return _OnnxRuntime(case, inputs)
     raise ValueError(f"contender must be one of {', '.join(CONTENDERS)}, got {name!r}")
 
 
@@ -235,3 +269,52 @@ class _Torch:
                 short = name.replace("weight_", "w_").replace("bias_", "b_")
                 res["d" + short] = param.grad.numpy()
         return res
+
+
+class _OnnxRuntime:
+    """An onnxruntime session over the case's stack as fusedrnn.onnx.export writes it."""
+
+    def __init__(self, case: Case, inputs: Inputs):
+        import os
+        import tempfile
+
+        import onnxruntime as ort
+
+        from .. import get_num_threads, layers
+        from ..onnx import export
+
+        reason = excluded("onnxruntime", case)
+        if reason:
+            raise ValueError(f"onnxruntime cannot run {case.label}: {reason}")
+        self.case = case
+        layer_type = {"lstm": layers.LSTM, "gru": layers.GRU, "rnn": layers.RNN}[case.cell]
+        layer = layer_type(case.I, case.H, num_layers=case.layers, bidirectional=case.bidirectional,
+                           dtype=case.dtype)
+        state = {}
+        for lay, per_direction in enumerate(inputs.params):
+            for d, p in enumerate(per_direction):
+                for name in _PARAMS:
+                    full = name.replace("w_", "weight_").replace("b_", "bias_")
+                    state[f"{full}_l{lay}{_suffix(d)}"] = p[name]
+        layer.load_state_dict(state)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = _ORT_THREADS["n"] or get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "case.onnx")
+            export(layer, path, initial_state=True)
+            self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.feeds = {"input": inputs.x, "h0": np.ascontiguousarray(inputs.h0)}
+        if case.cell == "lstm":
+            self.feeds["c0"] = np.ascontiguousarray(inputs.c0)
+
+    def release(self):
+        """Nothing is kept between calls."""
+
+    def run(self):
+        return self.session.run(None, self.feeds)
+
+    def results(self, ret) -> dict:
+        names = ("out", "h_n", "c_n") if self.case.cell == "lstm" else ("out", "h_n")
+        return dict(zip(names, ret))

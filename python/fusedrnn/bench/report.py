@@ -102,12 +102,18 @@ def header(argv, settings, threads) -> dict:
         import torch
 
         head["torch"] = {"version": torch.__version__, "mkldnn": bool(torch.backends.mkldnn.is_available())}
+    if "onnxruntime" in settings.contenders:
+        import onnxruntime
+
+        head["onnxruntime"] = {"version": onnxruntime.__version__}
     return head
 
 
 def header_lines(head: dict) -> list:
     m, info, threads = head["machine"], head["fusedrnn"], head["threads"]
     torch = f" · torch {head['torch']['version']}" if head["torch"] else ""
+    if head.get("onnxruntime"):
+        torch += f" · onnxruntime {head['onnxruntime']['version']}"
     lines = [
         f"fusedrnn bench · {head['date']} · {m['cpu']} · {m['logical_cores']} logical cores "
         f"({m['usable_cores']} usable) · threads {threads['requested']}",
@@ -249,6 +255,8 @@ def to_markdown(head: dict, results: list) -> str:
     """A short table for bench/ and the README: one row per case, the machine above it."""
     m, info = head["machine"], head["fusedrnn"]
     torch = f", torch {head['torch']['version']}" if head["torch"] else ""
+    if head.get("onnxruntime"):
+        torch += f", onnxruntime {head['onnxruntime']['version']}"
     names = head["settings"]["contenders"]
     lines = [
         f"Machine: {m['cpu']}, {m['logical_cores']} logical cores; threads: {head['threads']['requested']}; "

@@ -153,7 +153,7 @@ def peak_extra_bytes(fn, name: str):
     """Peak extra memory of one call of fn (see MEMORY_HELP); None when it cannot be measured."""
     gc.collect()
     if memory_method() == "tracemalloc":
-        if name == "torch":
+        if name in ("torch", "onnxruntime"):  # their allocations bypass Python's allocator
             return None
         tracemalloc.start()
         try:
@@ -297,9 +297,17 @@ def run_case(case: Case, settings: Settings) -> dict:
     started = time.perf_counter()
     cpu_before = _cpu_seconds()
     result = {"case": case.as_dict(), "label": case.label, "flops": case.flops, "results": {}}
-    result["validation"] = validate(case, settings.contenders, settings.seed)
+    # Contenders that cannot run this case (onnxruntime outside fwd float32) are left out of it.
+    active = []
+    for name in settings.contenders:
+        reason = _contenders.excluded(name, case)
+        if reason:
+            result["results"][name] = {"status": reason}
+        else:
+            active.append(name)
+    result["validation"] = validate(case, active, settings.seed)
     if result["validation"]["status"] != "ok":
-        for name in settings.contenders:
+        for name in active:
             result["results"][name] = {"status": "not timed (validation failed)"}
         result["seconds"] = time.perf_counter() - started
         result["other_load"] = None
@@ -307,7 +315,7 @@ def run_case(case: Case, settings: Settings) -> dict:
 
     inputs = make_inputs(case, settings.seed)
     contenders = {}
-    for name in settings.contenders:
+    for name in active:
         if name == "numpy":
             per_call = estimate_call(name, case, inputs)
             if per_call * (settings.warmup + settings.repeats) > settings.numpy_limit:
@@ -354,6 +362,9 @@ def set_threads(n: int, contenders) -> dict:
 
         torch.set_num_threads(n)
         threads["torch"] = torch.get_num_threads()
+    if "onnxruntime" in contenders:
+        _contenders.set_onnxruntime_threads(n)
+        threads["onnxruntime"] = n  # the session's intra_op_num_threads (inter_op 1)
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
