@@ -2,13 +2,17 @@
 ``pip install "fusedrnn[onnx]"``).
 
     fusedrnn.onnx.export(model, "model.onnx")    # fusedrnn.LSTM/GRU/RNN or a Keras Sequential
+    model = fusedrnn.onnx.load("model.onnx")      # runs LSTM/GRU/RNN graphs on fusedrnn's kernels
 
-``import fusedrnn`` never imports onnx; the first use of ``fusedrnn.onnx.export`` does.
-The implementation lives in private modules (_export.py, _export_keras.py), so that the name
-``fusedrnn.onnx.export`` always means the function.
+``import fusedrnn`` never imports onnx; the first use of ``export`` or ``load`` does.  The
+implementation lives in private modules (_export.py, _export_keras.py, _load.py, _interp.py,
+_recurrent.py), so that the names ``fusedrnn.onnx.export`` and ``.load`` always mean the
+functions.
 """
 
-__all__ = ["export"]
+from ._load import SUPPORTED_OPS, OnnxModel, load  # imports onnx only when load() is called
+
+__all__ = ["export", "load", "OnnxModel", "SUPPORTED_OPS"]
 
 
 def _require_onnx():
