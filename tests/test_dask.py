@@ -58,19 +58,20 @@ def _flat(result):
 
 # --- layers ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cls,bidirectional,batch_first,dtype", [
-    (fusedrnn.LSTM, False, False, "float32"),
-    (fusedrnn.LSTM, True, True, "float64"),
-    (fusedrnn.GRU, True, False, "float32"),
-    (fusedrnn.GRU, False, True, "float64"),
-    (fusedrnn.RNN, True, False, "float64"),
-    (fusedrnn.RNN, False, True, "float32"),
+@pytest.mark.parametrize("cls,bidirectional,batch_first,dtype,extra", [
+    (fusedrnn.LSTM, False, False, "float32", {}),
+    (fusedrnn.LSTM, True, True, "float64", {}),
+    (fusedrnn.LSTM, True, False, "float32", {"proj_size": 3}),
+    (fusedrnn.GRU, True, False, "float32", {}),
+    (fusedrnn.GRU, False, True, "float64", {}),
+    (fusedrnn.RNN, True, False, "float64", {"nonlinearity": "relu"}),
+    (fusedrnn.RNN, False, True, "float32", {}),
 ])
-def test_layer_matches_in_memory(rng, cls, bidirectional, batch_first, dtype):
-    layer = _layer(cls, dtype, bidirectional=bidirectional, batch_first=batch_first)
+def test_layer_matches_in_memory(rng, cls, bidirectional, batch_first, dtype, extra):
+    layer = _layer(cls, dtype, bidirectional=bidirectional, batch_first=batch_first, **extra)
     x, lengths = _data(rng, dtype, batch_first)
     LD = 2 * layer.num_directions
-    h0 = rng.standard_normal((LD, B, H)).astype(dtype)
+    h0 = rng.standard_normal((LD, B, extra.get("proj_size", H))).astype(dtype)
     hx = (h0, rng.standard_normal((LD, B, H)).astype(dtype)) if cls is fusedrnn.LSTM else h0
     expected = _flat(layer(x, hx, lengths=lengths))
 

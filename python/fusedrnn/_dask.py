@@ -196,7 +196,8 @@ def layer_forward(layer, x, h0, c0, lengths):
         args += [None, None]
     else:
         args += [_split_lengths(lengths, T, B, bchunks, "B"), "b"]
-    for value, name, width in ((h0, "h0", P), (c0, "c0", H)):
+    # Distinct indices for h0 and c0: their widths differ with a projection (P < H).
+    for value, name, width, ind in ((h0, "h0", P, "lbp"), (c0, "c0", H, "mbh")):
         if value is None:
             args += [None, None]
             continue
@@ -204,7 +205,7 @@ def layer_forward(layer, x, h0, c0, lengths):
             value = layer._array(value, name)
         else:
             layer._array(np.empty(0, value.dtype), name)
-        args += [_batch_split(value, name, 1, (LD, B, width), bchunks), "lbh"]
+        args += [_batch_split(value, name, 1, (LD, B, width), bchunks), ind]
     width = _packed_width(layer, T)
     packed = da.blockwise(_call, "bk", *args, new_axes={"k": width}, concatenate=True,
                           dtype=layer.dtype, meta=np.empty((0, 0), layer.dtype),
