@@ -273,8 +273,9 @@ def model_predict(model, x, batch_size, lengths):
         raise ValueError(f"x must have a batch axis first, (N, ...), got shape {x.shape}")
     if x.dtype.kind not in "fiub":
         raise TypeError(f"x must be numeric, got dtype {x.dtype}")
-    if model._mask_layer() is not None and lengths is not None:
-        raise ValueError(f"give lengths or a mask (the model's {type(model._mask_layer()).__name__}), "
+    mask_layer = model._mask_layer()
+    if mask_layer is not None and lengths is not None:
+        raise ValueError(f"give lengths or a mask (the model's {type(mask_layer).__name__}), "
                          "not both")
     x = _whole(x, 0)
     N, bchunks = x.shape[0], x.chunks[0]
@@ -282,7 +283,8 @@ def model_predict(model, x, batch_size, lengths):
     if lengths is not None:
         lengths = _split_lengths(lengths, x.shape[1], N, bchunks, "N")
     runner = _shipped(_Predictor(model, batch_size, tail, dtype), "model")
-    ind = _letters(1 + len(tail), 0)
-    return da.blockwise(_call, ind, runner, None, x, _letters(x.ndim, 0, "mnopqrs"), lengths, None if lengths is None else "b",
+    ind = _letters(1 + len(tail), 0)  # the output's; x's other axes use other letters
+    return da.blockwise(_call, ind, runner, None, x, _letters(x.ndim, 0, "mnopqrs"),
+                        lengths, None if lengths is None else "b",
                         new_axes=dict(zip(ind[1:], tail)), concatenate=True, dtype=dtype,
-                        meta=np.empty((0,) * (1 + len(tail)), dtype), name=_new_key("predict"))
+                        meta=np.empty((0,) * len(ind), dtype), name=_new_key("predict"))
