@@ -139,11 +139,17 @@ class _LayerBlocks:
         if b == 0:
             return np.empty((0, _packed_width(layer, x.shape[1 - bax])), layer.dtype)
         out, h_n, c_n = layer._forward(x, h0, c0, lengths)
-        rows = out if layer.batch_first else out.transpose(1, 0, 2)
-        parts = [rows.reshape(b, -1), h_n.transpose(1, 0, 2).reshape(b, -1)]
-        if c_n is not None:
-            parts.append(c_n.transpose(1, 0, 2).reshape(b, -1))
-        return np.concatenate(parts, axis=1)
+        # Each result copied once, straight into its columns of the packed rows (splitting a
+        # unit-stride last axis is always a view, so the reshape writes into packed).
+        packed = np.empty((b, _packed_width(layer, x.shape[1 - bax])), layer.dtype)
+        start = 0
+        for a, axis in ((out, bax), (h_n, 1), (c_n, 1)):
+            if a is not None:
+                rows = np.moveaxis(a, axis, 0)
+                stop = start + rows[0].size
+                packed[:, start:stop].reshape(rows.shape)[...] = rows
+                start = stop
+        return packed
 
 
 def _packed_width(layer, T: int) -> int:
