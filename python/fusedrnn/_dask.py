@@ -53,7 +53,7 @@ def refuse(what: str, **arrays) -> None:
         if is_dask_array(value):
             raise TypeError(f"{name} is a dask array, and {what} takes in-memory arrays only: "
                             "dask arrays are for inference (a layer's forward in eval mode, "
-                            "model.predict); compute it first (np.asarray(x.compute()))")
+                            f"model.predict); compute it first ({name}.compute())")
 
 
 # --- shared pieces ------------------------------------------------------------------------
