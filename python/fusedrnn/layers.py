@@ -55,7 +55,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _core, _device, _npz, ops
+from . import _core, _dask, _device, _npz, ops
 from .layers_step import StepMixin
 from ._checks import GATES, check_bool, check_int, float_dtype, shape_str
 from .keras_import import from_keras_weights, to_keras_weights
@@ -586,6 +586,8 @@ class _RNNBase(StepMixin):
         return self.forward(*args, **kwargs)
 
     def _forward(self, x, h0, c0, lengths):
+        if _dask.is_dask_array(x):  # chunked inference: fusedrnn/_dask.py
+            return _dask.layer_forward(self, x, h0, c0, lengths)
         x, batched = self._input(x)
         T, B = x.shape[:2]
         h0 = self._state(h0, "h0", self._P, batched, B)
@@ -648,6 +650,7 @@ class _RNNBase(StepMixin):
         return self._trace
 
     def _backward(self, dout, dh_n, dc_n):
+        _dask.refuse("backward", dout=dout, dh_n=dh_n, dc_n=dc_n)
         trace = self._take_trace()
         batched, T, B = trace.batched, trace.T, trace.B
         D, P, H = self.num_directions, self._P, self.hidden_size

@@ -15,7 +15,7 @@ import numbers
 
 import numpy as np
 
-from .. import ops
+from .. import _dask, ops
 from .._checks import shape_str
 
 __all__ = ["Data", "prepare", "batches"]
@@ -172,6 +172,7 @@ def class_weights(y, class_weight, N):
 
 def prepare(model, x, y=None, lengths=None, sample_weight=None, class_weight=None, what=""):
     """Checked arrays as a Data; see the module's docstring."""
+    _dask.refuse("training and evaluation", x=x, y=y, lengths=lengths, sample_weight=sample_weight)
     x = _check_x(x, model._takes_ids(), model.dtype, what)
     N = x.shape[0]
     if y is not None:

@@ -33,7 +33,7 @@ import inspect
 
 import numpy as np
 
-from .. import _device
+from .. import _dask, _device
 from ..layers import _RNNBase
 from . import pieces, saving, tape, utils
 from .._checks import shape_str
@@ -125,6 +125,7 @@ class Model(Trainer):
         return self.forward(x, training, lengths)
 
     def forward(self, x, training=False, lengths=None):
+        _dask.refuse("calling a model (use model.predict for dask input)", x=x)
         x = np.asarray(x)
         self._tape = tape.Tape(x, training, lengths)
         with self._tape:
@@ -312,6 +313,7 @@ class Sequential(Model):
     # --- forward / backward -----------------------------------------------------------------
 
     def forward(self, x, training=False, lengths=None):
+        _dask.refuse("calling a model (use model.predict for dask input)", x=x)
         self._check_has_layers()
         if not all(layer.built for layer in self.layers):
             self.build((None,) + tuple(np.shape(x)[1:]))

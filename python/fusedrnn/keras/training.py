@@ -28,6 +28,7 @@ from . import data as _data
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
+from .. import _dask
 from .._checks import check_int
 from .progress import Progress
 
@@ -359,7 +360,11 @@ class Trainer:
 
     def predict(self, x, batch_size=None, verbose=0, lengths=None):
         """Outputs for x in inference mode, batch by batch (sequence outputs padded with zeros
-        back to x's T when lengths trimmed a batch)."""
+        back to x's T when lengths trimmed a batch).  A dask x (chunked along N) gives a dask
+        array, computed block by block on any Dask scheduler (fusedrnn/_dask.py)."""
+        if _dask.is_dask_array(x):
+            _verbose(verbose)
+            return _dask.model_predict(self, x, batch_size, lengths)
         batch_size = _data.check_batch_size(batch_size)
         data = _data.prepare(self, x, None, lengths)
         with _numpy_blas_one_thread():
