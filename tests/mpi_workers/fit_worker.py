@@ -42,6 +42,16 @@ def train(out, rank):
             arrays[f"{name}.{i}"] = w
     report["threads"] = fusedrnn.get_num_threads()
 
+    # A communicator of one rank: the plain fit.
+    from mpi4py import MPI
+
+    solo = MPI.COMM_WORLD.Split(rank, 0)
+    model, fit = CASES["sequences32"]()
+    model.fit(**fit, distributed=solo)
+    solo.Free()
+    for i, w in enumerate(model.get_weights()):
+        arrays[f"solo.{i}"] = w
+
     model, fit = resume_case()
     fit["epochs"] = RESUME_AT
     ckpt = callbacks.ModelCheckpoint(os.path.join(out, "resume.keras"), save_best_only=False)
