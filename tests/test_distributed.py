@@ -27,6 +27,10 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi_workers",
 FAULT_BOUND_S = 15.0  # measured: about 0.3 s (kill), 0.1 s (raise) after the fault
 TIMEOUT_S = 2  # FUSEDRNN_MPI_TIMEOUT of the hang run
 LAUNCH_LIMIT_S = 120
+CLI_ARGS = ["-m", "fusedrnn", "train", "--distributed", "--text", "text.txt", "--epochs", "2",
+            "--hidden", "16", "--layers", "1", "--embed", "8", "--batch-size", "4", "--steps", "8",
+            "--sample-length", "20", "--quiet"]
+CLI_TEXT = "def f(x):\n    return x * 2 + 1\n" * 40
 
 
 def _mpiexec():
@@ -65,11 +69,16 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
-    """The kill, raise and hang runs, started together: (rc, output, seconds after the fault,
-    whether a rank returned from fit) per mode."""
+    """The kill, raise and hang runs and `fusedrnn train --distributed`, started together:
+    (rc, output, seconds after the fault, whether a rank returned from fit) per mode."""
     root = tmp_path_factory.mktemp("mpi_faults")
+    (root / "cli").mkdir()
+    (root / "cli" / "text.txt").write_text(CLI_TEXT)
     procs = {mode: _launch(root / mode, mode, FUSEDRNN_MPI_TIMEOUT=str(TIMEOUT_S))
              for mode in ("kill", "raise", "hang")}
+    procs["cli"] = subprocess.Popen(
+        [_mpiexec(), "-n", "2", "--oversubscribe", sys.executable] + CLI_ARGS, env=_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=root / "cli")
     results = {}
     for mode, proc in procs.items():
         log, _ = proc.communicate(timeout=LAUNCH_LIMIT_S)
@@ -78,7 +87,7 @@ def faults(tmp_path_factory):
         after = ended - float(stamp.read_text()) if stamp.exists() else None
         finished = any((root / mode / f"finished{r}").exists() for r in range(2))
         results[mode] = (proc.returncode, log, after, finished)
-    return results
+    return root, results
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -150,13 +159,13 @@ def test_settings_that_differ_raise_on_every_rank(trained):
 
 
 def test_a_killed_rank_ends_the_job(faults):
-    rc, log, after, finished = faults["kill"]
+    rc, log, after, finished = faults[1]["kill"]
     assert rc != 0 and not finished, log
     assert after is not None and after < FAULT_BOUND_S, (after, log)
 
 
 def test_a_raising_rank_aborts_the_job(faults):
-    rc, log, after, finished = faults["raise"]
+    rc, log, after, finished = faults[1]["raise"]
     assert rc != 0 and not finished, log
     assert "RuntimeError: rank 1 fails on purpose" in log, log
     assert "fusedrnn: rank 1 of 2: RuntimeError raised during the distributed fit" in log, log
@@ -164,7 +173,7 @@ def test_a_raising_rank_aborts_the_job(faults):
 
 
 def test_a_hanging_rank_is_ended_by_the_watchdog(faults):
-    rc, log, after, finished = faults["hang"]
+    rc, log, after, finished = faults[1]["hang"]
     assert rc != 0 and not finished, log
     assert f"fusedrnn: rank 0 of 2: waited more than {TIMEOUT_S} s" in log, log
     assert after is not None and TIMEOUT_S <= after < TIMEOUT_S + FAULT_BOUND_S, (after, log)
@@ -204,3 +213,25 @@ def test_bad_arguments(monkeypatch):
     monkeypatch.setenv("FUSEDRNN_MPI_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="FUSEDRNN_MPI_TIMEOUT must be a number of seconds >= 0"):
         distributed._timeout()
+
+
+def test_train_cli_distributed_equals_one_process(faults, tmp_path, monkeypatch, capsys):
+    root, results = faults
+    rc, log, _, _ = results["cli"]
+    assert rc == 0, log
+    assert log.count("final: loss") == 1 and log.count("--- sample") == 1, log  # rank 0 alone
+    from fusedrnn.keras.models import load_model
+    from fusedrnn.train_cli import main
+
+    (tmp_path / "text.txt").write_text(CLI_TEXT)
+    monkeypatch.chdir(tmp_path)
+    assert main([a for a in CLI_ARGS[3:] if a != "--distributed"]) == 0
+    def final(text):
+        return [line for line in text.splitlines() if line.startswith("final:")]
+
+    assert final(capsys.readouterr().out) == final(log)
+    alone = load_model(tmp_path / "fusedrnn-char.npz")
+    together = load_model(root / "cli" / "fusedrnn-char.npz")
+    assert together.epoch == alone.epoch == 2
+    for i, (a, e) in enumerate(zip(together.get_weights(), alone.get_weights())):
+        assert_close(a, e, np.float32, f"checkpoint weight {i}", rtol=1e-5)
