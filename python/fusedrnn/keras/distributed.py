@@ -10,7 +10,7 @@ so the shuffling order is the same everywhere.  Each global batch is cut into on
 slice of rows per rank (rank r takes rows r*n//p .. (r+1)*n//p, so a short last batch gives
 some ranks fewer rows, or none).  A rank computes the loss and its gradient *summed* over its
 rows; one allreduce of the flattened gradient (one contiguous buffer, in place, in the model's
-dtype) adds them, and every rank divides by the global count the single-process loss divides
+dtype, with the loss and metric sums at its end) adds them, and every rank divides by the global count the single-process loss divides
 by (samples, valid steps of padded sequences: training.py's reductions).  The gradient is
 therefore the single-process gradient of the global batch, clipping (clipnorm,
 global_clipnorm) sees it whole, and every rank applies the same optimiser step.  Loss and
@@ -317,7 +317,7 @@ class Group:
             # the layers' generators jump ahead by rank (rank 0 keeps the saved stream).
             for layer in model.layers:
                 layer.rng = np.random.Generator(layer.rng.bit_generator.jumped(self.rank))
-        self.gradients = _FlatGradients(model)
+        self.gradients = _FlatGradients(model, 2 + 2 * self.metric_kinds.count("mean"))
 
     def check_replicas(self, model) -> None:
         """Raise on every rank if the ranks' weights are no longer identical."""
@@ -332,24 +332,33 @@ class Group:
 
 
 class _FlatGradients:
-    """Every gradient laid end to end in one buffer, for one allreduce per step."""
+    """Every gradient laid end to end in one buffer, followed by a step's loss and metric sums,
+    for one allreduce per step (one synchronisation of the ranks).  The sums travel in the
+    gradient's dtype: the count the loss divides by is a whole number (exact in float32 up to
+    2**24), the loss sum keeps float32's 1e-7 relative precision in a float32 model."""
 
-    def __init__(self, model):
+    def __init__(self, model, n_stats):
         self.grads = [g for _, _, g in model._trainable()]
         dtype = np.result_type(*self.grads) if self.grads else np.float64
-        self.buf = np.empty(sum(g.size for g in self.grads), dtype)
+        self.size = sum(g.size for g in self.grads)
+        self.buf = np.empty(self.size + n_stats, dtype)
 
-    def allreduce(self, group, divisor):
-        """Sum the ranks' (summed) gradients and divide by the global count, in the grads."""
-        if not self.grads:
-            return
-        np.concatenate([g.reshape(-1) for g in self.grads], out=self.buf)
+    def allreduce(self, group, stats):
+        """Sum the ranks' (summed) gradients and stats; divide the gradients by the global
+        count stats[1], in place in the grads; return the summed stats (float64)."""
+        n = self.size
+        if n:
+            np.concatenate([g.reshape(-1) for g in self.grads], out=self.buf[:n])
+        self.buf[n:] = stats
         group.allreduce(self.buf)
-        self.buf /= divisor
-        offset = 0
-        for g in self.grads:
-            np.copyto(g, self.buf[offset:offset + g.size].reshape(g.shape))
-            offset += g.size
+        sums = self.buf[n:].astype(np.float64)
+        if n:
+            self.buf[:n] /= sums[1]
+            offset = 0
+            for g in self.grads:
+                np.copyto(g, self.buf[offset:offset + g.size].reshape(g.shape))
+                offset += g.size
+        return sums
 
 
 # --- fingerprints -----------------------------------------------------------------------------

@@ -65,9 +65,7 @@ def train_batch(group, model, data, idx) -> float:
         count = model._loss_count
         for m in model.metrics:
             m.update(batch.y, pred, weights)
-    stats = np.array([loss_sum, count] + _mean_deltas(model, kinds, marks), np.float64)
-    group.allreduce(stats, "loss and metrics allreduce")
-    group.gradients.allreduce(group, stats[1])
+    stats = group.gradients.allreduce(group, [loss_sum, count] + _mean_deltas(model, kinds, marks))
     model.optimizer.apply(model._trainable())
     _set_means(model, kinds, marks, stats[2:])
     _gather_pairs(group, model, kinds, marks)
