@@ -56,7 +56,24 @@ def stateful_chars():
     return model, dict(x=x, y=y, batch_size=4, epochs=2, shuffle=False, verbose=0)
 
 
-CASES = {"classifier": classifier, "sequences32": sequences32, "stateful_chars": stateful_chars}
+def binary():
+    """float64 GRU with a sigmoid output, AUC (gathered across ranks, not added) and accuracy;
+    13 samples in batches of 5 (5, 5, 3)."""
+    from fusedrnn import GRU
+
+    rng = np.random.default_rng(13)
+    N, T, F, H = 13, 5, 3, 6
+    x = rng.standard_normal((N, T, F))
+    y = (x[:, :, 0].mean(axis=1) > 0).astype(np.float64)
+    model = Sequential([Recurrent(GRU(F, H, dtype=np.float64)),
+                        Dense(H, 1, activation="sigmoid", dtype=np.float64)], seed=9)
+    model.compile(optimizers.RMSprop(0.01), "binary_crossentropy", ["auc", "accuracy"])
+    return model, dict(x=x, y=y, batch_size=5, epochs=3, shuffle=True, verbose=0,
+                       validation_split=0.3)
+
+
+CASES = {"classifier": classifier, "sequences32": sequences32, "stateful_chars": stateful_chars,
+         "binary": binary}
 RESUME_AT = 2  # the resume case: epochs run by two ranks before the checkpoint
 RESUME_EPOCHS = 4
 

@@ -42,7 +42,7 @@ import zlib
 
 import numpy as np
 
-from . import metrics as _metrics
+from . import distributed_steps as _steps
 
 __all__ = ["rank", "size", "start", "Group", "writes_files", "TIMEOUT_ENV"]
 
@@ -266,7 +266,7 @@ class Group:
         try:
             settings = prepare()
             _build(model, settings["data"])
-            self.metric_kinds = [_metric_kind(m) for m in model.metrics]
+            self.metric_kinds = [_steps.metric_kind(m) for m in model.metrics]
             fp, err = _fingerprint(model, settings), None
         except Exception as exc:  # noqa: BLE001 (sent to the other ranks, then raised)
             fp, err = None, exc
@@ -317,7 +317,7 @@ class Group:
             # the layers' generators jump ahead by rank (rank 0 keeps the saved stream).
             for layer in model.layers:
                 layer.rng = np.random.Generator(layer.rng.bit_generator.jumped(self.rank))
-        self.gradients = _FlatGradients(model, 2 + 2 * self.metric_kinds.count("mean"))
+        self.gradients = _steps.FlatGradients(model, 2 + 2 * self.metric_kinds.count("mean"))
 
     def check_replicas(self, model) -> None:
         """Raise on every rank if the ranks' weights are no longer identical."""
@@ -331,45 +331,14 @@ class Group:
                 "something outside fit changed one rank's model"))
 
 
-class _FlatGradients:
-    """Every gradient laid end to end in one buffer, followed by a step's loss and metric sums,
-    for one allreduce per step (one synchronisation of the ranks).  The sums travel in the
-    gradient's dtype: the count the loss divides by is a whole number (exact in float32 up to
-    2**24), the loss sum keeps float32's 1e-7 relative precision in a float32 model."""
-
-    def __init__(self, model, n_stats):
-        self.grads = [g for _, _, g in model._trainable()]
-        dtype = np.result_type(*self.grads) if self.grads else np.float64
-        self.size = sum(g.size for g in self.grads)
-        self.buf = np.empty(self.size + n_stats, dtype)
-
-    def allreduce(self, group, stats):
-        """Sum the ranks' (summed) gradients and stats; divide the gradients by the global
-        count stats[1], in place in the grads; return the summed stats (float64)."""
-        n = self.size
-        if n:
-            np.concatenate([g.reshape(-1) for g in self.grads], out=self.buf[:n])
-        self.buf[n:] = stats
-        group.allreduce(self.buf)
-        sums = self.buf[n:].astype(np.float64)
-        if n:
-            self.buf[:n] /= sums[1]
-            offset = 0
-            for g in self.grads:
-                np.copyto(g, self.buf[offset:offset + g.size].reshape(g.shape))
-                offset += g.size
-        return sums
-
-
 # --- fingerprints -----------------------------------------------------------------------------
 
 def _build(model, data):
     """Build the layers on one sample so every rank has its weights before the broadcast."""
     if all(layer.built for layer in model.layers):
         return
-    lengths = None if data.lengths is None else data.lengths[:1]
-    x = data.x[:1] if lengths is None else data.x[:1, :int(lengths[0])]
-    model._forward(x, training=False, lengths=lengths)
+    model._forward(data.x[:1], training=False,
+                   lengths=None if data.lengths is None else data.lengths[:1])
     model.reset_states()
 
 
@@ -413,18 +382,3 @@ def _fingerprint(model, s) -> dict:
 def _short(value, limit=160) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-# --- metrics across ranks ---------------------------------------------------------------------
-
-def _metric_kind(m) -> str:
-    """'mean' for running means (their totals add over ranks), 'gather' for AUC (its pairs are
-    gathered); any other kept state cannot be combined."""
-    base = _metrics.Metric
-    if all(getattr(type(m), f) is getattr(base, f) for f in ("update", "result", "reset")):
-        return "mean"
-    if isinstance(m, _metrics.AUC):
-        return "gather"
-    raise ValueError(f"metric {type(m).__name__} keeps a state that a distributed fit cannot "
-                     "combine across ranks; subclass fusedrnn.keras.metrics.Metric and define "
-                     "_per_sample (a running mean)")

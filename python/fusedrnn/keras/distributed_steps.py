@@ -9,7 +9,52 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["train_batch", "reduce_evaluation"]
+from . import metrics as _metrics
+
+__all__ = ["FlatGradients", "metric_kind", "train_batch", "reduce_evaluation"]
+
+
+def metric_kind(m) -> str:
+    """'mean' for running means (their totals add over ranks), 'gather' for AUC (its pairs are
+    gathered); any other kept state cannot be combined."""
+    base = _metrics.Metric
+    if all(getattr(type(m), f) is getattr(base, f) for f in ("update", "result", "reset")):
+        return "mean"
+    if isinstance(m, _metrics.AUC):
+        return "gather"
+    raise ValueError(f"metric {type(m).__name__} keeps a state that a distributed fit cannot "
+                     "combine across ranks; subclass fusedrnn.keras.metrics.Metric and define "
+                     "_per_sample (a running mean)")
+
+
+class FlatGradients:
+    """Every gradient laid end to end in one buffer, followed by a step's loss and metric sums,
+    for one allreduce per step (one synchronisation of the ranks).  The sums travel in the
+    gradient's dtype: the count the loss divides by is a whole number (exact in float32 up to
+    2**24), the loss sum keeps float32's 1e-7 relative precision in a float32 model."""
+
+    def __init__(self, model, n_stats):
+        self.grads = [g for _, _, g in model._trainable()]
+        dtype = np.result_type(*self.grads) if self.grads else np.float64
+        self.size = sum(g.size for g in self.grads)
+        self.buf = np.empty(self.size + n_stats, dtype)
+
+    def allreduce(self, group, stats):
+        """Sum the ranks' (summed) gradients and stats; divide the gradients by the global
+        count stats[1], in place in the grads; return the summed stats (float64)."""
+        n = self.size
+        if n:
+            np.concatenate([g.reshape(-1) for g in self.grads], out=self.buf[:n])
+        self.buf[n:] = stats
+        group.allreduce(self.buf)
+        sums = self.buf[n:].astype(np.float64)
+        if n:
+            self.buf[:n] /= sums[1]
+            offset = 0
+            for g in self.grads:
+                np.copyto(g, self.buf[offset:offset + g.size].reshape(g.shape))
+                offset += g.size
+        return sums
 
 
 def _marks(model, kinds):
