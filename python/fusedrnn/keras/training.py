@@ -326,7 +326,7 @@ class Trainer:
             logs = self._fit_epoch(data, batch_size, shuffle, progress, cbs)
             if val is not None and not self.stop_training:
                 self.reset_states()
-                for k, v in self._evaluate(val, batch_size).items():
+                for k, v in self._evaluate(val, batch_size, group).items():
                     logs["val_" + k] = v
             self.epoch = epoch + 1
             if group is not None:
@@ -343,7 +343,7 @@ class Trainer:
     def _reset_on_new_size(self, n, last):
         """A distributed fit's ranks see their slices, not the batch: reset the state of a
         stateful model where the global batch size changes, as one process would."""
-        if self._group is not None and self.stateful and last is not None and n != last:
+        if self.stateful and last is not None and n != last:
             self.reset_states()
         return n
 
@@ -375,14 +375,16 @@ class Trainer:
                 break
         return logs
 
-    def _evaluate(self, data, batch_size):
+    def _evaluate(self, data, batch_size, group=None):
+        """Loss and metrics over data; with the group of a distributed fit, over this rank's
+        rows of each batch, then added over the ranks."""
         for m in self.metrics:
             m.reset()
         total, weight, size = 0.0, 0.0, None
         for idx in _data.batches(self.rng, len(data), batch_size, False):
-            if self._group is not None:  # this rank's rows; the sums are added below
+            if group is not None:
                 size = self._reset_on_new_size(len(idx), size)
-                idx = self._group.rows(idx)
+                idx = group.rows(idx)
                 if not len(idx):
                     continue
             batch = data.take(idx)
@@ -392,8 +394,8 @@ class Trainer:
             weight += w
             for m in self.metrics:
                 m.update(batch.y, pred, weights)
-        if self._group is not None:
-            total, weight = _steps.reduce_evaluation(self._group, self, total, weight)
+        if group is not None:
+            total, weight = _steps.reduce_evaluation(group, self, total, weight)
         logs = {"loss": total / weight}
         logs.update({n: m.result() for n, m in zip(self._metric_names, self.metrics)})
         return logs
