@@ -9,7 +9,8 @@ batch 16), and 'large' (T=100, 32 features, H=256, 10 classes, batch 64).  Each 
 runs in fresh processes (`python this.py --worker ...`, and the same under `mpiexec -n 2`)
 with FUSEDRNN_NUM_THREADS=1 and one-thread BLAS; the worker first checks that one epoch of
 the distributed fit logs the single-process loss (validation; that epoch is the warm-up),
-then times ``repeats`` more epochs of the same fit and reports the median samples per second.  The load average is
+then times ``repeats`` more epochs of the same fit and reports the median samples per second;
+``rounds`` such runs of each kind alternate, and the medians over the rounds are reported.  The load average is
 printed with the results: the ranks share the machine with whatever else runs.
 """
 
@@ -93,7 +94,9 @@ def _loadavg() -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed epochs per run (default 5)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="runs of each kind, alternating 1x1 and 2x1 (default 3)")
     p.add_argument("--out", help="also write the report to this file")
     p.add_argument("--worker", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     p.add_argument("--distributed", action="store_true", help=argparse.SUPPRESS)
@@ -106,13 +109,19 @@ def main(argv=None):
         sys.exit("no mpiexec next to the Python executable or on PATH (pip install 'fusedrnn[mpi]')")
     me = [sys.executable, os.path.abspath(__file__), "--repeats", str(args.repeats)]
     lines = [f"# distributed_scaling: {platform.machine()}, {os.cpu_count()} CPUs, "
-             f"python {platform.python_version()}, repeats {args.repeats}",
+             f"python {platform.python_version()}, repeats {args.repeats}, rounds {args.rounds} "
+             "(medians over epochs, then over rounds)",
              f"# load average before: {_loadavg()}",
              "config  T  F  H  batch  params  param_bytes  1x1_step_ms  2x1_step_ms  "
              "1x1_samples_s  2x1_samples_s  speedup  loss_1x1  loss_2x1"]
     for name, cfg in CONFIGS.items():
-        one = _run(me + ["--worker", name])
-        two = _run([mpiexec, "-n", "2", "--oversubscribe"] + me + ["--worker", name, "--distributed"])
+        ones, twos = [], []
+        for _ in range(args.rounds):  # alternating, so that drifts of the load hit both alike
+            ones.append(_run(me + ["--worker", name]))
+            twos.append(_run([mpiexec, "-n", "2", "--oversubscribe"] + me
+                             + ["--worker", name, "--distributed"]))
+        one, two = (dict(runs[0], samples_per_s=statistics.median(r["samples_per_s"] for r in runs))
+                    for runs in (ones, twos))
         if abs(one["first_loss"] - two["first_loss"]) > 1e-5 * max(1.0, abs(one["first_loss"])):
             sys.exit(f"{name}: the distributed fit logged loss {two['first_loss']}, one process "
                      f"{one['first_loss']}: not the same training, not timed")
