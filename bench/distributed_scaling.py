@@ -32,13 +32,13 @@ CONFIGS = {
 }
 
 
-def _model_and_data(cfg):
+def _model_and_data(cfg, share=1):
     import numpy as np
 
     from fusedrnn import LSTM, Dense, Recurrent, Sequential, optimizers
 
     rng = np.random.default_rng(0)
-    n = cfg["batch"] * cfg["steps"]
+    n = cfg["batch"] // share * cfg["steps"]
     x = rng.standard_normal((n, cfg["T"], cfg["F"])).astype(np.float32)
     y = rng.integers(0, cfg["C"], n)
     model = Sequential([Recurrent(LSTM(cfg["F"], cfg["H"])),
@@ -47,7 +47,7 @@ def _model_and_data(cfg):
     return model, x, y
 
 
-def worker(name, distributed, repeats):
+def worker(name, distributed, repeats, share=1):
     from fusedrnn.keras import callbacks
     from fusedrnn.keras import distributed as dist
 
@@ -59,10 +59,10 @@ def worker(name, distributed, repeats):
             self.times.append(time.perf_counter())
 
     cfg = CONFIGS[name]
-    model, x, y = _model_and_data(cfg)
+    model, x, y = _model_and_data(cfg, share)
     timer = EpochTimes()
     # the first epoch warms up (and its loss validates); the next `repeats` are timed
-    hist = model.fit(x, y, batch_size=cfg["batch"], epochs=1 + repeats, verbose=0, shuffle=True,
+    hist = model.fit(x, y, batch_size=cfg["batch"] // share, epochs=1 + repeats, verbose=0, shuffle=True,
                      callbacks=[timer], distributed=True if distributed else None)
     rates = [len(x) / (b - a) for a, b in zip(timer.times[1:], timer.times[2:])]
     if not distributed or dist.rank() == 0:
@@ -76,12 +76,21 @@ def _mpiexec():
     return here if os.access(here, os.X_OK) else shutil.which("mpiexec")
 
 
+_ENV = dict(os.environ, FUSEDRNN_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+            OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+
+
 def _run(cmd):
-    env = dict(os.environ, FUSEDRNN_NUM_THREADS="1", OMP_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
-               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd, env=_ENV, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _run_pair(cmd):
+    """Two independent processes at once, each on half the batch, no communication: what two
+    cores deliver at this moment (the ceiling of the 2-rank run); their summed rate."""
+    procs = [subprocess.Popen(cmd, env=_ENV, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    return dict(outs[0], samples_per_s=sum(o["samples_per_s"] for o in outs))
 
 
 def _loadavg() -> str:
@@ -100,9 +109,10 @@ def main(argv=None):
     p.add_argument("--out", help="also write the report to this file")
     p.add_argument("--worker", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     p.add_argument("--distributed", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--share", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        worker(args.worker, args.distributed, args.repeats)
+        worker(args.worker, args.distributed, args.repeats, args.share)
         return 0
     mpiexec = _mpiexec()
     if mpiexec is None:
@@ -113,15 +123,18 @@ def main(argv=None):
              "(medians over epochs, then over rounds)",
              f"# load average before: {_loadavg()}",
              "config  T  F  H  batch  params  param_bytes  1x1_step_ms  2x1_step_ms  "
-             "1x1_samples_s  2x1_samples_s  speedup  loss_1x1  loss_2x1"]
+             "1x1_samples_s  2x1_samples_s  speedup  pair_speedup  loss_1x1  loss_2x1",
+             "# pair_speedup: two independent 1-thread processes on half batches, no MPI: what the "
+             "two cores delivered during the run (the ceiling of speedup)"]
     for name, cfg in CONFIGS.items():
-        ones, twos = [], []
-        for _ in range(args.rounds):  # alternating, so that drifts of the load hit both alike
+        ones, twos, pairs = [], [], []
+        for _ in range(args.rounds):  # alternating, so that drifts of the load hit all alike
             ones.append(_run(me + ["--worker", name]))
             twos.append(_run([mpiexec, "-n", "2", "--oversubscribe"] + me
                              + ["--worker", name, "--distributed"]))
-        one, two = (dict(runs[0], samples_per_s=statistics.median(r["samples_per_s"] for r in runs))
-                    for runs in (ones, twos))
+            pairs.append(_run_pair(me + ["--worker", name, "--share", "2"]))
+        one, two, pair = (dict(runs[0], samples_per_s=statistics.median(r["samples_per_s"] for r in runs))
+                          for runs in (ones, twos, pairs))
         if abs(one["first_loss"] - two["first_loss"]) > 1e-5 * max(1.0, abs(one["first_loss"])):
             sys.exit(f"{name}: the distributed fit logged loss {two['first_loss']}, one process "
                      f"{one['first_loss']}: not the same training, not timed")
@@ -130,6 +143,7 @@ def main(argv=None):
                      f"{one['params']:7d} {one['param_bytes']:11d} {step[0]:11.2f} {step[1]:11.2f} "
                      f"{one['samples_per_s']:14.1f} {two['samples_per_s']:14.1f} "
                      f"{two['samples_per_s'] / one['samples_per_s']:8.2f} "
+                     f"{pair['samples_per_s'] / one['samples_per_s']:13.2f} "
                      f"{one['first_loss']:.6f} {two['first_loss']:.6f}")
     lines.append(f"# load average after: {_loadavg()}")
     report = "\n".join(lines) + "\n"
