@@ -7,8 +7,10 @@ sample of generated text at the end.
 
 The text is cut into batch_size parallel streams read ``steps`` characters at a time
 (datasets.tbptt_arrays); the last 5% is held out for validation.  A checkpoint is written
-after every epoch (atomically) and --resume continues from it exactly.  cli.py registers the
-subcommand with add_arguments and run.
+after every epoch (atomically) and --resume continues from it exactly.  With --distributed,
+under ``mpiexec -n N fusedrnn train --distributed``, the N processes train one model data-parallel
+(each keeps batch_size/N of the streams; fusedrnn.keras.distributed); rank 0 prints and writes
+the checkpoint.  cli.py registers the subcommand with add_arguments and run.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true",
                    help="continue from --checkpoint (its model, optimiser and epoch count)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of an MPI job: mpiexec -n N fusedrnn "
+                        "train --distributed (needs mpi4py: pip install \"fusedrnn[mpi]\")")
     g = p.add_argument_group("sampling")
     g.add_argument("--sample-length", type=int, default=400, metavar="N",
                    help="characters to generate at the end (default 400; 0 = none)")
@@ -124,6 +129,16 @@ def run(args, parser) -> int:
     from .models import Sequential
 
     _checked(args, parser)
+    root = True
+    if args.distributed:
+        from .keras import distributed
+
+        root = distributed.rank() == 0
+
+    def say(*what):
+        if root:  # one copy of the output for the whole job
+            print(*what, flush=True)
+
     if args.threads is not None:
         fusedrnn.set_num_threads(args.threads)
     try:
@@ -146,7 +161,7 @@ def run(args, parser) -> int:
             parser.error(f"--resume: {args.checkpoint} is not a checkpoint of `fusedrnn train` "
                          "(no character vocabulary or no compiled optimiser)")
         text = "".join(c for c in text if c in vocab.index)
-        print(f"resuming {args.checkpoint} after epoch {model.epoch}")
+        say(f"resuming {args.checkpoint} after epoch {model.epoch}")
     else:
         vocab = datasets.CharVocab(text)
         if vocab.size < 2:
@@ -168,22 +183,23 @@ def run(args, parser) -> int:
         val = datasets.tbptt_arrays(ids[cut:], args.batch_size, args.steps)
     except ValueError:
         val = None  # too little text for a validation stream
-    print(f"text: {source}, {len(text):,} characters, {vocab.size} distinct")
-    print(f"model: {model.count_params():,} parameters; {len(x) // args.batch_size} batches of "
-          f"{args.batch_size} x {args.steps} characters per epoch")
+    say(f"text: {source}, {len(text):,} characters, {vocab.size} distinct")
+    say(f"model: {model.count_params():,} parameters; {len(x) // args.batch_size} batches of "
+        f"{args.batch_size} x {args.steps} characters per epoch")
 
     epochs = model.epoch + args.epochs
     start = time.perf_counter()
     hist = model.fit(x, y, batch_size=args.batch_size, epochs=epochs, initial_epoch=model.epoch,
                      shuffle=False, validation_data=val, verbose=0 if args.quiet else 1,
-                     callbacks=[callbacks.ModelCheckpoint(args.checkpoint, save_best_only=False)])
+                     callbacks=[callbacks.ModelCheckpoint(args.checkpoint, save_best_only=False)],
+                     distributed=True if args.distributed else None)
     seconds = time.perf_counter() - start
     chars = len(x) * args.steps * len(hist.epoch)
-    print(f"trained {len(hist.epoch)} epoch(s) in {seconds:.1f}s ({chars / max(seconds, 1e-9):,.0f} "
-          f"characters/s); checkpoint: {args.checkpoint}")
+    say(f"trained {len(hist.epoch)} epoch(s) in {seconds:.1f}s ({chars / max(seconds, 1e-9):,.0f} "
+        f"characters/s); checkpoint: {args.checkpoint}")
     last = {k: v[-1] for k, v in hist.history.items()}
-    print("final: " + ", ".join(f"{k} {v:.4f}" for k, v in last.items()))
-    if args.sample_length:
+    say("final: " + ", ".join(f"{k} {v:.4f}" for k, v in last.items()))
+    if args.sample_length and root:
         rng = np.random.default_rng(args.seed)
         sample = generate(model, vocab, args.prime, args.sample_length, args.temperature, rng)
         print(f"\n--- sample (temperature {args.temperature}) ---")

@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from .._files import write_atomic
+from .distributed import writes_files
 from .saving import check_path
 
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
@@ -136,7 +137,7 @@ class ModelCheckpoint(_Monitor):
     """Save the model (Sequential.save: weights, optimiser, random state) at the end of each
     epoch to ``filepath``, which may hold '{epoch}' and log names ('{epoch:03d}-{val_loss:.3f}');
     epochs are numbered from 1 there, as Keras does.  save_best_only keeps only improvements of
-    ``monitor``."""
+    ``monitor``.  In a distributed fit, rank 0 alone writes (the ranks' models are identical)."""
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto", *,
                  save_weights_only=False, verbose=0):
@@ -154,6 +155,8 @@ class ModelCheckpoint(_Monitor):
             if not self._improved(value):
                 return
             self.best = value
+        if not writes_files(self.model):
+            return  # rank 0 of a distributed fit writes for the job
         path = self.filepath.format(epoch=epoch + 1, **logs)
         (self.model.save_weights if self.save_weights_only else self.model.save)(path)
         if self.verbose:
@@ -229,4 +232,5 @@ class HistoryPlot(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._history.on_epoch_end(epoch, logs)
-        plot_history(self._history, self.path)
+        if writes_files(self.model):
+            plot_history(self._history, self.path)

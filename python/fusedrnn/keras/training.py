@@ -25,6 +25,8 @@ import numpy as np
 
 from . import callbacks as _callbacks
 from . import data as _data
+from . import distributed as _distributed
+from . import distributed_steps as _steps
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
@@ -125,6 +127,8 @@ class Trainer:
     optimizer = None
     loss = None
     _fused_loss = None
+    _group = None  # the ranks of a distributed fit while it runs (distributed.py)
+    _loss_count = 0.0  # what the last step's loss was divided by
 
     def _init_training(self):
         self.optimizer = None
@@ -178,10 +182,15 @@ class Trainer:
 
     # --- one step ---------------------------------------------------------------------------
 
-    def _step(self, batch, train: bool):
-        """Forward (and backward) on one batch: (loss, predictions, weights)."""
+    def _step(self, batch, train: bool, summed: bool = False):
+        """Forward (and backward) on one batch: (loss, predictions, weights).  The loss is the
+        mean over the batch (module docstring); with summed=True, it and its gradient are
+        multiplied by the count the mean divides by (kept in _loss_count), so that a
+        distributed fit can add them over ranks and divide by the global count."""
         pred = self._forward(batch.x, training=train, lengths=batch.lengths)
         weights, count = _step_weights(pred, batch)
+        self._loss_count = count if count is not None else \
+            float(np.sum(weights)) if weights is not None else float(np.prod(pred.shape[:-1]))
         if weights is not None and count is not None and not np.any(weights):
             value, dz = 0.0, np.zeros_like(pred)  # every sample of the batch weighs 0
         else:
@@ -192,6 +201,8 @@ class Trainer:
             if count is not None:  # Keras divides by the samples, not by the weights' sum
                 scale = float(np.sum(weights)) / count
                 value, dz = value * scale, dz * dz.dtype.type(scale)
+        if summed:
+            value, dz = value * self._loss_count, dz * dz.dtype.type(self._loss_count)
         for m in self.metrics:  # a target that does not fit fails here, before any update
             m.check(batch.y, pred, weights)
         if train:
@@ -227,19 +238,35 @@ class Trainer:
 
     def fit(self, x, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
-            sample_weight=None, initial_epoch=0, steps_per_epoch=None, lengths=None):
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None, lengths=None,
+            distributed=None):
         """Train for epochs initial_epoch .. epochs-1 (Keras' meaning); returns a History.
 
         validation_data: (x, y) or (x, y, lengths); validation_split: the last fraction of
         the data (before shuffling) is held out instead.  verbose: 0 quiet, 1 a progress bar
-        (tqdm when installed, else one updating line), 2 one line per epoch."""
+        (tqdm when installed, else one updating line), 2 one line per epoch.
+        distributed: True (MPI_COMM_WORLD) or an mpi4py communicator: data-parallel training
+        over the processes of an MPI job, every one calling fit with the same model and data
+        (see fusedrnn.keras.distributed); with one process, the plain fit."""
         if steps_per_epoch is not None:
             raise ValueError("steps_per_epoch is not supported: x and y are whole arrays, "
                              "so an epoch is every batch of them")
-        with _numpy_blas_one_thread():
+        group = _distributed.start(distributed)
+
+        def run():
             return self._fit(x, y, batch_size, epochs, _verbose(verbose), callbacks,
                              validation_split, validation_data, shuffle, class_weight,
                              sample_weight, initial_epoch, lengths)
+
+        with _numpy_blas_one_thread():
+            if group is None:
+                return run()
+            self._group = group
+            try:
+                with group.guard():
+                    return run()
+            finally:
+                self._group = None
 
     def _validation(self, data, validation_split, validation_data):
         if validation_data is not None and validation_split:
@@ -260,22 +287,32 @@ class Trainer:
 
     def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
              validation_data, shuffle, class_weight, sample_weight, initial_epoch, lengths):
-        self._check_compiled()
-        batch_size = _data.check_batch_size(batch_size)
-        epochs = check_int(epochs, "epochs", 0)
-        initial_epoch = check_int(initial_epoch, "initial_epoch", 0)
-        shuffle = _shuffle(shuffle)
-        validation_split = _fraction(validation_split, "validation_split")
-        if y is None:
-            raise ValueError("fit needs targets y")
-        data = _data.prepare(self, x, y, lengths, sample_weight, class_weight)
-        if self.stateful and shuffle:
-            raise ValueError("a stateful layer carries its state from one batch to the next, which "
-                             "needs the batches in order: pass shuffle=False")
-        data, val = self._validation(data, validation_split, validation_data)
+        def prepare():
+            self._check_compiled()
+            s = {"batch_size": _data.check_batch_size(batch_size),
+                 "epochs": check_int(epochs, "epochs", 0),
+                 "initial_epoch": check_int(initial_epoch, "initial_epoch", 0),
+                 "shuffle": _shuffle(shuffle)}
+            split = _fraction(validation_split, "validation_split")
+            if y is None:
+                raise ValueError("fit needs targets y")
+            data = _data.prepare(self, x, y, lengths, sample_weight, class_weight)
+            if self.stateful and s["shuffle"]:
+                raise ValueError("a stateful layer carries its state from one batch to the next, "
+                                 "which needs the batches in order: pass shuffle=False")
+            s["data"], s["val"] = self._validation(data, split, validation_data)
+            s["callbacks"] = _callback_list(callbacks)
+            return s
+
+        group = self._group
+        s = prepare() if group is None else group.setup(self, prepare)
+        if group is not None and group.rank != 0:
+            verbose = 0  # one progress display for the job
+        batch_size, epochs, shuffle, data, val = (s[k] for k in (
+            "batch_size", "epochs", "shuffle", "data", "val"))
         steps = -(-len(data) // batch_size)
         history = _callbacks.History()
-        cbs = [history] + _callback_list(callbacks)
+        cbs = [history] + s["callbacks"]
         for cb in cbs:
             cb.set_model(self)
             cb.set_params({"verbose": verbose, "epochs": epochs, "steps": steps})
@@ -283,16 +320,18 @@ class Trainer:
         self.history = history
         for cb in cbs:
             cb.on_train_begin()
-        for epoch in range(initial_epoch, epochs):
+        for epoch in range(s["initial_epoch"], epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
             progress = Progress(verbose, epoch, epochs, steps)
             logs = self._fit_epoch(data, batch_size, shuffle, progress, cbs)
             if val is not None and not self.stop_training:
                 self.reset_states()
-                for k, v in self._evaluate(val, batch_size).items():
+                for k, v in self._evaluate(val, batch_size, group).items():
                     logs["val_" + k] = v
             self.epoch = epoch + 1
+            if group is not None:
+                group.check_replicas(self)
             progress.close(logs)
             for cb in cbs:
                 cb.on_epoch_end(epoch, dict(logs))
@@ -302,21 +341,32 @@ class Trainer:
             cb.on_train_end()
         return history
 
+    def _reset_on_new_size(self, n, last):
+        """A distributed fit's ranks see their slices, not the batch: reset the state of a
+        stateful model where the global batch size changes, as one process would."""
+        if self.stateful and last is not None and n != last:
+            self.reset_states()
+        return n
+
     def _fit_epoch(self, data, batch_size, shuffle, progress, cbs):
         self.reset_states()
         for m in self.metrics:
             m.reset()
-        total, count, logs = 0.0, 0, {}
+        total, count, logs, size = 0.0, 0, {}, None
         for b, idx in enumerate(_data.batches(self.rng, len(data), batch_size, shuffle)):
-            batch = data.take(idx)
-            value, pred, weights = self._train_batch(batch)
+            if self._group is None:
+                batch = data.take(idx)
+                value, pred, weights = self._train_batch(batch)
+                for m in self.metrics:
+                    m.update(batch.y, pred, weights)
+            else:
+                size = self._reset_on_new_size(len(idx), size)
+                value = _steps.train_batch(self._group, self, data, idx)
             if not math.isfinite(value):
                 warnings.warn(f"loss became {value} at epoch {self.epoch + 1}, batch {b + 1}",
                               RuntimeWarning, stacklevel=4)
             total += value * len(idx)
             count += len(idx)
-            for m in self.metrics:
-                m.update(batch.y, pred, weights)
             logs = {"loss": total / count}
             logs.update({n: m.result() for n, m in zip(self._metric_names, self.metrics)})
             progress.update(logs)
@@ -326,11 +376,18 @@ class Trainer:
                 break
         return logs
 
-    def _evaluate(self, data, batch_size):
+    def _evaluate(self, data, batch_size, group=None):
+        """Loss and metrics over data; with the group of a distributed fit, over this rank's
+        rows of each batch, then added over the ranks."""
         for m in self.metrics:
             m.reset()
-        total, weight = 0.0, 0.0
+        total, weight, size = 0.0, 0.0, None
         for idx in _data.batches(self.rng, len(data), batch_size, False):
+            if group is not None:
+                size = self._reset_on_new_size(len(idx), size)
+                idx = group.rows(idx)
+                if not len(idx):
+                    continue
             batch = data.take(idx)
             value, pred, weights = self._step(batch, train=False)
             w = len(idx) if batch.lengths is None or pred.ndim != 3 else float(batch.lengths.sum())
@@ -338,6 +395,8 @@ class Trainer:
             weight += w
             for m in self.metrics:
                 m.update(batch.y, pred, weights)
+        if group is not None:
+            total, weight = _steps.reduce_evaluation(group, self, total, weight)
         logs = {"loss": total / weight}
         logs.update({n: m.result() for n, m in zip(self._metric_names, self.metrics)})
         return logs
