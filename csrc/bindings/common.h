@@ -86,9 +86,15 @@ py::array_t<T> empty(const std::vector<int64_t>& shape, const char* purpose = "a
     const size_t n = static_cast<size_t>(d);
     bytes = n != 0 && bytes > kMax / n ? kMax : bytes * n;
   }
-  const std::string what = std::string(purpose) + " " + shape_str(shape) + " of " +
-                           std::string(py::str(py::dtype::of<T>()));
-  void* p = mem::acquire(bytes, what.c_str());
+  void* p = nullptr;
+  try {
+    p = mem::acquire(bytes, purpose);
+  } catch (const mem::OutOfMemory&) {  // the message names the shape and dtype (built only now:
+                                       // formatting the dtype costs microseconds per call)
+    const std::string what = std::string(purpose) + " " + shape_str(shape) + " of " +
+                             std::string(py::str(py::dtype::of<T>()));
+    throw mem::OutOfMemory(bytes, what.c_str());
+  }
   py::capsule owner(p, [](void* q) { mem::release(q); });
   return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()), static_cast<T*>(p), owner);
 }

@@ -69,6 +69,9 @@ def _native(arr: np.ndarray) -> np.ndarray:
     array when it already is.  (np.ascontiguousarray alone keeps misaligned memory.)"""
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
+    flags = arr.flags
+    if flags.c_contiguous and flags.aligned:  # the common case, without np.require's overhead
+        return arr
     return np.require(arr, requirements="CA")
 
 
