@@ -50,7 +50,8 @@ work=$root/build/cross-aarch64
 site=/usr/lib/python3/dist-packages
 debs="python3.11 libpython3.11-dev libstdc++6 libgomp1 dash"
 # The root's scipy-openblas32 is the one the module is linked against (part 2).
-blas_version=$("$python" -c "import importlib.metadata as m; print(m.version('scipy-openblas32'))" 2>/dev/null || true)
+blas_version=$("$python" -c "import importlib.metadata as m; print(m.version('scipy-openblas32'))" \
+  2>/dev/null || true)
 wheels="numpy pytest hypothesis scikit-learn scipy-openblas32${blas_version:+==$blas_version}"
 # Changing what goes into the root changes the stamp, and the root is rebuilt.
 stamp="bookworm arm64 debs: $debs | wheels: $wheels"
