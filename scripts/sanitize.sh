@@ -23,8 +23,8 @@
 #     long (300 s, its time limit, on a loaded 2-core machine) and its wall-clock ratio
 #     meaningless.  It runs under ThreadSanitizer below.
 #   - test_interrupt.py: it needs a call lasting seconds natively (2000 steps), which under
-#     ASan runs minutes per call, three calls per case (300 s, its time limit, and 200 s on a
-#     loaded 2-core machine), and it asserts wall-clock latencies.  The unwinding of an
+#     ASan runs minutes per call, three calls per case (300 s, its time limit, and 266 s on a
+#     2-core machine at load 4), and it asserts wall-clock latencies.  The unwinding of an
 #     interrupted call is checked by the plain test suite only.
 #   - test_memory_errors.py and tests/fuzz/: they limit the address space (RLIMIT_AS, the fuzz
 #     cases in their worker process), and ASan needs terabytes of it for its shadow memory.
