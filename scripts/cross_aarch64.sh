@@ -4,28 +4,37 @@
 # (qemu-user through binfmt_misc, in a chroot).
 #
 # Parts, each timed:
-#   1. arm64 root: a minbase Debian bookworm with python3, python3-venv, python3-dev and
-#      libgomp1, a venv /opt/venv with numpy, pytest, hypothesis, scikit-learn and
-#      scipy-openblas32 (aarch64 wheels from PyPI).  Built once, kept in $FUSEDRNN_ARM64_ROOT
-#      (default /var/cache/fusedrnn-ci/arm64-root) and reused while its stamp matches.
+#   1. arm64 root, without an installer: a private apt configuration (its own sources list
+#      for bookworm arm64 and its own state; the host's dpkg is not touched) resolves and
+#      downloads the .debs of python3.11 (its stdlib and the shared libraries it loads),
+#      libpython3.11-dev (the headers of the cross build), libstdc++6, libgomp1 and dash, and
+#      `dpkg-deb -x` unpacks them into the root (no maintainer script runs; none is needed to
+#      start Python).  numpy, pytest, hypothesis, scikit-learn and scipy-openblas32 (the
+#      version the module is linked against) are aarch64 wheels from PyPI, put into the
+#      root's /usr/lib/python3/dist-packages by the build machine's pip (--target with
+#      --platform: nothing runs under emulation).  Kept in $FUSEDRNN_ARM64_ROOT (default
+#      /var/cache/fusedrnn-ci/arm64-debs-root) and reused while its stamp matches;
+#      FUSEDRNN_ARM64_FRESH=1 builds it again.
 #   2. the scipy-openblas32 aarch64 wheel (headers and libscipy_openblas.so to link against).
-#   3. the cross build: the target's Python headers come from the root (python3-dev), the
-#      pybind11 headers from the build Python, OpenBLAS from part 2.  Whatever csrc/ holds is
-#      built: on aarch64 that is the baseline kernel variant only.
-#   4. the module and python/fusedrnn are installed into the root's venv, tests/ copied, and
-#      pytest runs there with FUSEDRNN_NUM_THREADS=2.
+#   3. the cross build: the target's Python headers come from the root (libpython3.11-dev),
+#      the pybind11 headers from the build Python, OpenBLAS from part 2.  Whatever csrc/ holds
+#      is built: on aarch64 that is the baseline kernel variant only.
+#   4. the module and python/fusedrnn are installed into the root, tests/ copied, and pytest
+#      runs there with FUSEDRNN_NUM_THREADS=2.
 #
 #   scripts/cross_aarch64.sh                    # CI subset: kernels, reference, layers
 #   CROSS_AARCH64_TESTS=tests scripts/cross_aarch64.sh   # the full suite (torch is not
 #       installed in the root: its parity tests skip)
-# Measured on a 2-core AMD EPYC shared with other builds (load 5-10): root from nothing about
-# 20 min (debootstrap 13 min, venv and wheels 6 min), the cross build 3 min, the CI subset
-# 6.5 min (576 tests); with the root kept, a CI re-run is the build plus the tests.
 #   CROSS_AARCH64_TESTS= scripts/cross_aarch64.sh        # build and import check only
+# Measured on a 2-core AMD EPYC shared with other builds (load 8-14), nothing cached: the root
+# 28 s (apt's lists and 53 .debs, 27 MB; the wheels from a warm pip cache), the cross build
+# 5 min, the CI subset 10 min (576 tests); at load 1-2 (a whole CI run from a fresh clone) the
+# root took 8 s, the build 41 s, the tests 128 s.  The debootstrapped root took 20 min.
 #
-# Needs root (debootstrap, chroot, mounting /proc) and the Debian packages
-# g++-aarch64-linux-gnu qemu-user-static debootstrap; PYTHON (default python3) must have pip
-# and pybind11.  Build files: build/cross-aarch64/.
+# Needs root (chroot, mounting /proc) and the Debian packages g++-aarch64-linux-gnu
+# qemu-user-static binfmt-support file, plus apt and debian-archive-keyring (in every Debian);
+# PYTHON (default python3, a CPython 3.11 like the root's) must have pip and pybind11.
+# Build files: build/cross-aarch64/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -33,12 +42,20 @@ python=${PYTHON:-python3}
 . scripts/cross_wheel.sh
 cache=${FUSEDRNN_CROSS_CACHE:-/var/cache/fusedrnn-ci}
 mkdir -p "$cache"
-arm=${FUSEDRNN_ARM64_ROOT:-$cache/arm64-root}
+arm=${FUSEDRNN_ARM64_ROOT:-$cache/arm64-debs-root}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+security_mirror=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 tests=${CROSS_AARCH64_TESTS-tests/test_kernels.py tests/test_reference.py tests/test_layers.py}
 work=$root/build/cross-aarch64
+site=/usr/lib/python3/dist-packages
+debs="python3.11 libpython3.11-dev libstdc++6 libgomp1 dash"
+# The root's scipy-openblas32 is the one the module is linked against (part 2).
+blas_version=$("$python" -c "import importlib.metadata as m; print(m.version('scipy-openblas32'))" \
+  2>/dev/null || true)
+wheels="numpy pytest hypothesis scikit-learn scipy-openblas32${blas_version:+==$blas_version}"
 # Changing what goes into the root changes the stamp, and the root is rebuilt.
-stamp="bookworm minbase python3 python3-venv python3-dev libgomp1 | numpy pytest hypothesis scikit-learn scipy-openblas32"
+stamp="bookworm arm64 debs: $debs | wheels: $wheels"
+if [ "${FUSEDRNN_ARM64_FRESH:-0}" = 1 ]; then rm -f "$arm/.fusedrnn-stamp"; fi
 
 start=$(date +%s); last=$start
 part() {  # part NAME: print the time of the previous part, start the next
@@ -63,9 +80,11 @@ mount_proc() {  # mount_proc DIR: /proc and /dev for a chroot, undone at exit
 # numbers under qemu 7.2 (checked with plain cblas calls, without fusedrnn); with sme=off
 # or a Neoverse N1 the same calls are right.
 export QEMU_CPU=${QEMU_CPU:-neoverse-n1}
-in_root() {
-  chroot "$arm" /usr/bin/env -i PATH=/opt/venv/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 \
-    QEMU_CPU="$QEMU_CPU" "$@"
+in_root() {  # in_root [VAR=VALUE...] COMMAND...: COMMAND in the root, in a clean environment
+  local vars=()
+  while [[ "${1:-}" == *=* ]]; do vars+=("$1"); shift; done
+  env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 QEMU_CPU="$QEMU_CPU" "${vars[@]}" \
+    /usr/sbin/chroot "$arm" "$@"
 }
 
 part "binfmt_misc and qemu-aarch64"
@@ -77,21 +96,51 @@ if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
 fi
 grep -q enabled /proc/sys/fs/binfmt_misc/qemu-aarch64
 
-part "arm64 root (debootstrap, venv, wheels)"
+part "arm64 root (Debian .debs unpacked, aarch64 wheels)"
 if [ "$(cat "$arm/.fusedrnn-stamp" 2>/dev/null)" != "$stamp" ]; then
   rm -rf "$arm" "$arm.tmp"
-  debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,python3-dev,libgomp1 \
-    bookworm "$arm.tmp" "$mirror"
-  cp /etc/resolv.conf "$arm.tmp/etc/resolv.conf"
-  # The certificates the build machine trusts (a TLS-inspecting proxy's CA, say) for pip.
-  cp /etc/ssl/certs/ca-certificates.crt "$arm.tmp/etc/ssl/host-ca-certificates.crt"
-  arm=$arm.tmp
-  mount_proc "$arm"
-  in_root python3 -m venv /opt/venv
-  in_root PIP_CERT=/etc/ssl/host-ca-certificates.crt \
-    pip install -q --disable-pip-version-check numpy pytest hypothesis scikit-learn scipy-openblas32
-  unmount_all
-  arm=${arm%.tmp}
+  apt_dir=$work/apt-arm64
+  rm -rf "$apt_dir"
+  mkdir -p "$apt_dir"/{state/lists/partial,cache/archives/partial,parts,prefs}
+  touch "$apt_dir/state/status"
+  keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  {
+    echo "deb [arch=arm64 signed-by=$keyring] $mirror bookworm main"
+    echo "deb [arch=arm64 signed-by=$keyring] $mirror bookworm-updates main"
+    echo "deb [arch=arm64 signed-by=$keyring] $security_mirror bookworm-security main"
+  } > "$apt_dir/sources.list"
+  {
+    echo 'APT::Architecture "arm64";'
+    echo 'APT::Architectures { "arm64"; };'
+    echo 'APT::Install-Recommends "false";'
+    echo 'Acquire::Languages "none";'
+    echo "Dir::State \"$apt_dir/state\";"
+    echo "Dir::State::status \"$apt_dir/state/status\";"
+    echo "Dir::Cache \"$apt_dir/cache\";"
+    echo "Dir::Etc::SourceList \"$apt_dir/sources.list\";"
+    echo "Dir::Etc::SourceParts \"$apt_dir/parts\";"
+    echo "Dir::Etc::Parts \"$apt_dir/parts\";"
+    echo "Dir::Etc::PreferencesParts \"$apt_dir/prefs\";"
+  } > "$apt_dir/apt.conf"
+  # The wheels download while apt works (no deb ships files in $site).
+  mkdir -p "$arm.tmp$site"
+  PIP_DISABLE_PIP_VERSION_CHECK=1 "$python" -m pip install -q --no-compile \
+    --target "$arm.tmp$site" --only-binary=:all: \
+    --platform manylinux_2_28_aarch64 --python-version 3.11 --implementation cp --abi cp311 \
+    $wheels &
+  pip_pid=$!
+  APT_CONFIG=$apt_dir/apt.conf apt-get -q update
+  # With an empty dpkg status apt downloads the whole dependency closure of the packages named.
+  APT_CONFIG=$apt_dir/apt.conf DEBIAN_FRONTEND=noninteractive \
+    apt-get -q -y install --download-only $debs
+  for deb in "$apt_dir"/cache/archives/*.deb; do dpkg-deb -x "$deb" "$arm.tmp"; done
+  echo "  unpacked $(ls "$apt_dir"/cache/archives/*.deb | wc -l) packages"
+  ln -sf python3.11 "$arm.tmp/usr/bin/python3"
+  ln -sf python3.11 "$arm.tmp/usr/bin/python"
+  ln -sf dash "$arm.tmp/bin/sh"
+  mkdir -p "$arm.tmp/proc" "$arm.tmp/dev" "$arm.tmp/root" && mkdir -p -m 1777 "$arm.tmp/tmp"
+  wait "$pip_pid"
+  rm -rf "$apt_dir"
   mv "$arm.tmp" "$arm"
   echo "$stamp" > "$arm/.fusedrnn-stamp"
 else
@@ -124,7 +173,6 @@ module=$(ls "$work"/cmake/_core*.so)
 file "$module" | grep -q "ARM aarch64" || { echo "not an aarch64 module: $(file "$module")" >&2; exit 1; }
 
 part "install into the root"
-site=$(in_root python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 rm -rf "$arm$site/fusedrnn" "$arm/opt/fusedrnn-src"
 cp -r python/fusedrnn "$arm$site/fusedrnn"
 find "$arm$site/fusedrnn" -name '__pycache__' -prune -exec rm -rf {} +
