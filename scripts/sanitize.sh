@@ -17,6 +17,7 @@
 #   test_threads, test_layer_threads, test_concurrency
 #                       the thread pool, the thread-count switch, layers shared between threads
 #   test_dispatch       the kernel-variant choice
+#   test_packed_cache   packed weights kept between calls, filled by one of several threads
 # Left out, each for a reason:
 #   - test_threads.py::test_two_threads_on_one_core_fall_back_to_one: a timing test (two
 #     threads pinned to one core must not be slower than one); the sanitizers make it minutes
@@ -69,7 +70,7 @@ case "$kind" in
     runtime=$(gcc -print-file-name=libtsan.so)
     export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$logs/tsan:suppressions=$root/scripts/tsan.supp"
     # Only the thread tests: TSan is about the pool, the thread count and the shared caches.
-    tests=(tests/test_threads.py)
+    tests=(tests/test_threads.py tests/test_packed_cache.py)
     ;;
   *)
     runtime=$(gcc -print-file-name=libasan.so)
@@ -79,7 +80,8 @@ case "$kind" in
     tests=(tests/test_kernels.py tests/test_packed_loop.py tests/test_layers.py
            tests/test_layers_step.py tests/test_layers_nonfinite.py tests/test_errors.py
            tests/test_core_boundary.py tests/test_input_arrays.py tests/test_threads.py
-           tests/test_layer_threads.py tests/test_concurrency.py tests/test_dispatch.py)
+           tests/test_layer_threads.py tests/test_concurrency.py tests/test_dispatch.py
+           tests/test_packed_cache.py)
     deselect=(--deselect tests/test_threads.py::test_two_threads_on_one_core_fall_back_to_one)
     ;;
 esac
