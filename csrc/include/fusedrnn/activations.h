@@ -1,5 +1,5 @@
 // Elementwise activations, written so that the compiler vectorises loops that call them.
-// float uses a polynomial exp (max error ~2 ulp); double uses the C library.
+// float and double use polynomial exps (max error ~2 ulp), so the row loops vectorise.
 // Host and device run the same polynomial (parity with the CPU kernels); only the clamps and
 // the bit casts are spelled with the device's own functions in device code.
 #pragma once
@@ -51,13 +51,137 @@ FUSEDRNN_HD float exp_poly(float x) {
   return nan ? x : y;
 }
 
-FUSEDRNN_HD float exp_(float x) { return exp_poly(x); }
+// Bit casts between double and int64 (two's complement), and min/max, on either side.
+FUSEDRNN_HD int64_t bits_of(double x) {
 #if defined(__CUDA_ARCH__)
-FUSEDRNN_HD double exp_(double x) { return ::exp(x); }
+  return __double_as_longlong(x);
+#else
+  int64_t i;
+  std::memcpy(&i, &x, sizeof i);
+  return i;
+#endif
+}
+FUSEDRNN_HD double double_of(int64_t i) {
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(i);
+#else
+  double x;
+  std::memcpy(&x, &i, sizeof x);
+  return x;
+#endif
+}
+FUSEDRNN_HD double clamp_(double x, double lo, double hi) {
+#if defined(__CUDA_ARCH__)
+  return fmin(fmax(x, lo), hi);
+#else
+  return std::min(std::max(x, lo), hi);
+#endif
+}
+
+// Round to the nearest integer for |x| < 2^51 by adding and removing 1.5 * 2^52: the sum's
+// low bits then hold that integer, read back as  bits_of(x + kShifter) - bits_of(kShifter).
+// Integer work on 64-bit lanes stays within add, subtract and left shift, which every vector
+// instruction set has (AVX2 has no 64-bit arithmetic right shift and no double -> int64), so
+// the loops that call the double functions below are vectorised like the float ones.
+constexpr double kShifter = 6755399441055744.0;
+// ln 2 in two parts: n * kLn2Hi is exact for |n| < 2^11 (kLn2Hi has 32 significant bits).
+constexpr double kLn2Hi = 6.93147180369123816490e-01;
+constexpr double kLn2Lo = 1.90821492927058770002e-10;
+constexpr double kLog2e = 1.44269504088896338700e+00;
+
+// (e^r - 1 - r) / r^2 for |r| <= ln2/2: Taylor terms 1/2! .. 1/14! (truncation below 2e-18).
+FUSEDRNN_HD double expm1_tail(double r) {
+  double q = 1.0 / 87178291200.0;
+  q = q * r + 1.0 / 6227020800.0;
+  q = q * r + 1.0 / 479001600.0;
+  q = q * r + 1.0 / 39916800.0;
+  q = q * r + 1.0 / 3628800.0;
+  q = q * r + 1.0 / 362880.0;
+  q = q * r + 1.0 / 40320.0;
+  q = q * r + 1.0 / 5040.0;
+  q = q * r + 1.0 / 720.0;
+  q = q * r + 1.0 / 120.0;
+  q = q * r + 1.0 / 24.0;
+  q = q * r + 1.0 / 6.0;
+  q = q * r + 0.5;
+  return q;
+}
+
+// exp(x) for double, the float scheme above with a longer polynomial: x = n ln2 + r,
+// e^r = 1 + r + r^2 tail(r), 2^n applied as two normal factors (a + b = n) so that results
+// from the subnormal range (x >= -745.2) up to overflow (+inf past ~709.78) come out right.
+// Within ~2 ulp of the correctly rounded value; NaN stays NaN.
+// exp(xc) for xc already clamped to [-746, 710] (not NaN).
+FUSEDRNN_HD double exp_clamped(double xc) {
+  const double shifted = xc * kLog2e + kShifter;
+  const double n = shifted - kShifter;  // in -1076..1024
+  double r = xc - n * kLn2Hi;
+  r = r - n * kLn2Lo;
+  const double p = (expm1_tail(r) * r * r + r) + 1.0;
+  const int64_t ni = bits_of(shifted) - bits_of(kShifter);
+  const int64_t na = bits_of(n * 0.5 + kShifter) - bits_of(kShifter);  // round(n / 2)
+  const int64_t nb = ni - na;                                            // each in -538..512
+  const double sa = double_of((na + 1023) << 52), sb = double_of((nb + 1023) << 52);
+  return (p * sa) * sb;
+}
+FUSEDRNN_HD double exp_poly(double x) {
+  const bool nan = x != x;
+  const double y = exp_clamped(nan ? 0.0 : clamp_(x, -746.0, 710.0));
+  return nan ? x : y;
+}
+// exp(x) for x <= 0 as exp_poly gives it; NaN goes to the clamp (the callers keep NaN).
+FUSEDRNN_HD double exp_nonpositive(double x) { return exp_clamped(x > -746.0 ? x : -746.0); }
+
+// expm1(y) for y <= 0 (down to -inf), accurate relative to the result also near 0:
+// y = n ln2 + r, expm1(y) = 2^n expm1(r) + (2^n - 1).  Below -40 it is -1 to double precision.
+FUSEDRNN_HD double expm1_nonpositive(double y) {
+  const double yc = y != y ? 0.0 : clamp_(y, -40.0, 0.0);  // the caller keeps NaN
+  const double shifted = yc * kLog2e + kShifter;
+  const double n = shifted - kShifter;  // in -58..0
+  double r = yc - n * kLn2Hi;
+  r = r - n * kLn2Lo;
+  const double em = expm1_tail(r) * r * r + r;
+  const double s = double_of((bits_of(shifted) - bits_of(kShifter) + 1023) << 52);  // 2^n
+  return s * em + (s - 1.0);
+}
+
+// exp(x) for x <= 0, as exp_poly gives it, in fewer operations (the sigmoid and tanh of every
+// gate go through it): no overflow side to guard, and NaN (which the callers return unchanged
+// themselves) taken to the clamp instead of carried.  The polynomial and the scaling are
+// exp_poly's, so the results are the same bits.
+FUSEDRNN_HD float exp_nonpositive(float x) {
+  const float xc = x > -104.0f ? x : -104.0f;  // NaN -> -104: never an integer conversion of NaN
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t ni = static_cast<int32_t>(n);  // in -150..0
+  const int32_t na = ni >> 1, nb = ni - na;    // each in -75..0
+  const uint32_t bits_a = static_cast<uint32_t>(na + 127) << 23;
+  const uint32_t bits_b = static_cast<uint32_t>(nb + 127) << 23;
+  float sa, sb;
+#if defined(__CUDA_ARCH__)
+  sa = __uint_as_float(bits_a);
+  sb = __uint_as_float(bits_b);
+#else
+  std::memcpy(&sa, &bits_a, sizeof sa);
+  std::memcpy(&sb, &bits_b, sizeof sb);
+#endif
+  return (p * sa) * sb;
+}
+
+FUSEDRNN_HD float exp_(float x) { return exp_poly(x); }
+FUSEDRNN_HD double exp_(double x) { return exp_poly(x); }
+#if defined(__CUDA_ARCH__)
 FUSEDRNN_HD float abs_(float x) { return fabsf(x); }
 FUSEDRNN_HD double abs_(double x) { return ::fabs(x); }
 #else
-FUSEDRNN_HD double exp_(double x) { return std::exp(x); }
 FUSEDRNN_HD float abs_(float x) { return std::fabs(x); }
 FUSEDRNN_HD double abs_(double x) { return std::fabs(x); }
 #endif
@@ -66,26 +190,33 @@ FUSEDRNN_HD double abs_(double x) { return std::fabs(x); }
 // (sigmoid(-100) ~ 3.7e-44) instead of 1 / (1 + inf) = 0.  NaN stays NaN.
 template <typename T>
 FUSEDRNN_HD T sigmoid(T x) {
-  const T e = exp_(-abs_(x));
+  const T e = exp_nonpositive(-abs_(x));
   const T s = T(1) / (T(1) + e);
   return x >= T(0) ? s : (x < T(0) ? e * s : x);
 }
 
-// tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|)
+// tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|).  NaN stays NaN.
 FUSEDRNN_HD float tanh_(float x) {
-  const float e = exp_poly(-2.0f * abs_(x));
+  const float e = exp_nonpositive(-2.0f * abs_(x));
   const float t = (1.0f - e) / (1.0f + e);
 #if defined(__CUDA_ARCH__)
-  return copysignf(t, x);
+  const float y = copysignf(t, x);
 #else
-  return std::copysign(t, x);
+  const float y = std::copysign(t, x);
 #endif
+  return x != x ? x : y;
 }
+// tanh(x) = sign(x) * -m / (2 + m), m = expm1(-2|x|): no cancellation near 0.  NaN stays NaN.
+FUSEDRNN_HD double tanh_(double x) {
+  const double m = expm1_nonpositive(-2.0 * abs_(x));
+  const double t = -m / (2.0 + m);
 #if defined(__CUDA_ARCH__)
-FUSEDRNN_HD double tanh_(double x) { return ::tanh(x); }
+  const double y = copysign(t, x);
 #else
-FUSEDRNN_HD double tanh_(double x) { return std::tanh(x); }
+  const double y = std::copysign(t, x);
 #endif
+  return x != x ? x : y;
+}
 
 template <typename T>
 FUSEDRNN_HD T relu(T x) {
