@@ -16,15 +16,8 @@ namespace fusedrnn::act {
 
 // exp(x) for float: x = n*ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 polynomial, and
 // 2^n applied as two factors 2^a 2^b (a + b = n) so that results from the subnormal range up to
-// overflow (+inf past ~88.72) come out right.
-// NaN is returned as NaN without ever converting it to an integer.
-FUSEDRNN_HD float exp_poly(float x) {
-  const bool nan = x != x;
-#if defined(__CUDA_ARCH__)
-  const float xc = nan ? 0.0f : fminf(fmaxf(x, -104.0f), 89.0f);
-#else
-  const float xc = nan ? 0.0f : std::min(std::max(x, -104.0f), 89.0f);
-#endif
+// overflow (+inf past ~88.72) come out right.  exp_clamped takes x already in [-104, 89].
+FUSEDRNN_HD float exp_clamped(float xc) {
   const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
   float r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
@@ -36,7 +29,7 @@ FUSEDRNN_HD float exp_poly(float x) {
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
   const int32_t ni = static_cast<int32_t>(n);  // in -150..128
-  const int32_t na = ni / 2, nb = ni - na;     // each in -75..64: normal powers of two
+  const int32_t na = ni >> 1, nb = ni - na;    // each in -75..64: normal powers of two
   const uint32_t bits_a = static_cast<uint32_t>(na + 127) << 23;
   const uint32_t bits_b = static_cast<uint32_t>(nb + 127) << 23;
   float sa, sb;
@@ -47,9 +40,22 @@ FUSEDRNN_HD float exp_poly(float x) {
   std::memcpy(&sa, &bits_a, sizeof sa);
   std::memcpy(&sb, &bits_b, sizeof sb);
 #endif
-  const float y = (p * sa) * sb;
+  return (p * sa) * sb;
+}
+// NaN is returned as NaN without ever converting it to an integer.
+FUSEDRNN_HD float exp_poly(float x) {
+  const bool nan = x != x;
+#if defined(__CUDA_ARCH__)
+  const float y = exp_clamped(nan ? 0.0f : fminf(fmaxf(x, -104.0f), 89.0f));
+#else
+  const float y = exp_clamped(nan ? 0.0f : std::min(std::max(x, -104.0f), 89.0f));
+#endif
   return nan ? x : y;
 }
+// exp(x) for x <= 0 in fewer operations (the sigmoid and tanh of every gate go through it): no
+// overflow side to guard, and NaN, which the callers return unchanged themselves, taken to
+// the clamp (never converted to an integer) instead of carried.
+FUSEDRNN_HD float exp_nonpositive(float x) { return exp_clamped(x > -104.0f ? x : -104.0f); }
 
 // Bit casts between double and int64 (two's complement), and min/max, on either side.
 FUSEDRNN_HD int64_t bits_of(double x) {
@@ -110,8 +116,7 @@ FUSEDRNN_HD double expm1_tail(double r) {
 // exp(x) for double, the float scheme above with a longer polynomial: x = n ln2 + r,
 // e^r = 1 + r + r^2 tail(r), 2^n applied as two normal factors (a + b = n) so that results
 // from the subnormal range (x >= -745.2) up to overflow (+inf past ~709.78) come out right.
-// Within ~2 ulp of the correctly rounded value; NaN stays NaN.
-// exp(xc) for xc already clamped to [-746, 710] (not NaN).
+// Within ~2 ulp of the correctly rounded value.  exp_clamped takes x already in [-746, 710].
 FUSEDRNN_HD double exp_clamped(double xc) {
   const double shifted = xc * kLog2e + kShifter;
   const double n = shifted - kShifter;  // in -1076..1024
@@ -124,6 +129,7 @@ FUSEDRNN_HD double exp_clamped(double xc) {
   const double sa = double_of((na + 1023) << 52), sb = double_of((nb + 1023) << 52);
   return (p * sa) * sb;
 }
+// NaN stays NaN.
 FUSEDRNN_HD double exp_poly(double x) {
   const bool nan = x != x;
   const double y = exp_clamped(nan ? 0.0 : clamp_(x, -746.0, 710.0));
@@ -143,37 +149,6 @@ FUSEDRNN_HD double expm1_nonpositive(double y) {
   const double em = expm1_tail(r) * r * r + r;
   const double s = double_of((bits_of(shifted) - bits_of(kShifter) + 1023) << 52);  // 2^n
   return s * em + (s - 1.0);
-}
-
-// exp(x) for x <= 0, as exp_poly gives it, in fewer operations (the sigmoid and tanh of every
-// gate go through it): no overflow side to guard, and NaN (which the callers return unchanged
-// themselves) taken to the clamp instead of carried.  The polynomial and the scaling are
-// exp_poly's, so the results are the same bits.
-FUSEDRNN_HD float exp_nonpositive(float x) {
-  const float xc = x > -104.0f ? x : -104.0f;  // NaN -> -104: never an integer conversion of NaN
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t ni = static_cast<int32_t>(n);  // in -150..0
-  const int32_t na = ni >> 1, nb = ni - na;    // each in -75..0
-  const uint32_t bits_a = static_cast<uint32_t>(na + 127) << 23;
-  const uint32_t bits_b = static_cast<uint32_t>(nb + 127) << 23;
-  float sa, sb;
-#if defined(__CUDA_ARCH__)
-  sa = __uint_as_float(bits_a);
-  sb = __uint_as_float(bits_b);
-#else
-  std::memcpy(&sa, &bits_a, sizeof sa);
-  std::memcpy(&sb, &bits_b, sizeof sb);
-#endif
-  return (p * sa) * sb;
 }
 
 FUSEDRNN_HD float exp_(float x) { return exp_poly(x); }
