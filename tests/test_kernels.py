@@ -182,6 +182,20 @@ def threads(request):
     return request.param
 
 
+@pytest.mark.parametrize("config", CONFIG_IDS)
+def test_small_hidden_long_sequence(rng, config, threads):
+    """A small layer over many rows (H = 64, T*B = 2560): the backward loop splits H into
+    panels of 32 units, and the whole-sequence weight gradients ([G*H, I] from 2560 rows)
+    are too narrow to split by rows, so they are summed over blocks of time steps."""
+    cell, act = CELL_CONFIGS[config]
+    T, B, I, H = 40, 64, 56, 64
+    case = make_case(rng, cell, T, B, I, H, np.float64)
+    case["lengths"] = make_lengths(rng, T, B)
+    for reverse in (False, True):
+        check_against_reference(rng, cell, act, case, np.float64,
+                                f"{config}/threads={threads}/reverse={reverse}", reverse=reverse)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("config", CONFIG_IDS)
 def test_threaded_sizes(rng, config, dtype, threads):

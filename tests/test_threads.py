@@ -190,12 +190,16 @@ def test_cgroup_quota(tmp_path, files, expected):
 
 # --- results do not depend on the thread count ----------------------------------------------
 
-def _run_cell(cell, dtype, threads, seed, lengths=None, reverse=False, proj=False, activation="tanh"):
+def _run_cell(cell, dtype, threads, seed, lengths=None, reverse=False, proj=False, activation="tanh",
+              long=False):
     """Forward and every gradient of one training step at `threads` threads."""
     rng = np.random.default_rng(seed)
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
-    # per-step and whole-sequence products both split into blocks (>= 2 x 256 rows or columns)
+    # per-step and whole-sequence products both split into blocks (>= 2 x 256 rows or columns);
+    # long: a small layer over many steps, whose weight gradients are split along time instead
     T, B, I, H = 9, 64, 56, {"lstm": 128, "gru": 176, "rnn": 512}[cell]
+    if long:
+        T, H = 40, 64
     P = 48 if proj else H
     x = rng.standard_normal((T, B, I)).astype(dtype)
     w_ih = (rng.standard_normal((G * H, I)) * 0.1).astype(dtype)
@@ -241,13 +245,14 @@ def no_contention_guard():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cell,extra", _CELLS)
-@pytest.mark.parametrize("variant", ["full", "lengths", "reverse", "lengths+reverse"])
+@pytest.mark.parametrize("variant", ["full", "lengths", "reverse", "lengths+reverse", "long+lengths"])
 def test_bit_identical_at_one_and_two_threads(cell, extra, dtype, variant, no_contention_guard):
-    lengths = np.array([9, 3, 7, 1] * 16, dtype=np.int64) if "lengths" in variant else None
+    long = "long" in variant
+    lengths = np.array([9, 3, 7, 1] * 16, dtype=np.int64) * (4 if long else 1) if "lengths" in variant else None
     reverse = "reverse" in variant
     regions = fusedrnn._core.contention_stats()["regions"]
-    one = _run_cell(cell, dtype, 1, 7, lengths, reverse, **extra)
-    two = _run_cell(cell, dtype, 2, 7, lengths, reverse, **extra)
+    one = _run_cell(cell, dtype, 1, 7, lengths, reverse, long=long, **extra)
+    two = _run_cell(cell, dtype, 2, 7, lengths, reverse, long=long, **extra)
     assert fusedrnn._core.contention_stats()["regions"] > regions  # two threads did run
     assert len(one) == len(two)
     for i, (a, b) in enumerate(zip(one, two)):

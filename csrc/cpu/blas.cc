@@ -1,8 +1,8 @@
 // GEMM through OpenBLAS (scipy-openblas32: 32-bit integers, symbols prefixed scipy_).
 //
 // This OpenBLAS instance (private to fusedrnn, NumPy loads its own) is kept single-threaded, and
-// a large product is split into row or column blocks that fusedrnn's own threads claim one at a
-// time (threading.h: parallel_for).  OpenBLAS's pool would busy-wait on the same cores, and
+// a large product is split into row, column or depth blocks that fusedrnn's own threads claim
+// one at a time (threading.h: parallel_for).  OpenBLAS's pool would busy-wait on the same cores, and
 // the per-step products of the time loop would stall behind its spinning threads.
 #include "blas.h"
 
@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "memory.h"
 #include "threading.h"
 
 namespace fusedrnn::blas {
@@ -65,9 +66,16 @@ const bool g_single = [] {
 // The blocks of a product depend on its shape alone, never on the thread count: every thread
 // count makes the same BLAS calls, so every element of C is summed in the same order and the
 // results are bit-identical whatever the threads (threads only choose who runs which block).
+//
+// A product with a small C and a long K (the whole-sequence weight gradients of a small model:
+// C is [G*H, I], K is T*B) has too few rows and columns to split; it is cut along K instead.
+// Block 0 writes C, the others write partial products to scratch, and the partials are added
+// to C in block order afterwards (the same order at any thread count).
+enum class Along { rows, cols, depth };
+
 struct Split {
-  bool rows;        // blocks of rows of C (else of columns)
-  int64_t extent;   // rows or columns being split
+  Along along;
+  int64_t extent;   // rows, columns or depth being split
   int64_t blocks;   // 1: a single call
   int64_t begin(int64_t i) const {
     const int64_t units = (extent + 15) / 16;
@@ -75,13 +83,23 @@ struct Split {
   }
 };
 
-Split split_of(int64_t M, int64_t N, int64_t K) {
-  Split s{M >= N, M >= N ? M : N, 1};
+// Depth blocks: at least kMinDepth deep (a shallower product spends its time packing), at
+// most kMaxDepthBlocks, and only while their partial products stay small.
+constexpr int64_t kMinDepth = 256;
+constexpr int64_t kMaxDepthBlocks = 8;
+constexpr double kMaxPartialBytes = 16.0 * (1 << 20);
+
+Split split_of(int64_t M, int64_t N, int64_t K, size_t elem) {
+  Split s{M >= N ? Along::rows : Along::cols, M >= N ? M : N, 1};
   const double flops = 2.0 * M * N * K;
   if (flops < kSplitFlops) return s;
   const int64_t units = (s.extent + 15) / 16;
-  s.blocks = std::max<int64_t>(
-      1, std::min({units / kMinBlockUnits, kMaxBlocks, static_cast<int64_t>(flops / kBlockFlops)}));
+  const int64_t most = std::min(kMaxBlocks, static_cast<int64_t>(flops / kBlockFlops));
+  s.blocks = std::max<int64_t>(1, std::min(units / kMinBlockUnits, most));
+  const int64_t deep = std::min({K / kMinDepth, kMaxDepthBlocks, most});
+  if (s.blocks < 4 && deep > s.blocks &&
+      static_cast<double>(deep - 1) * M * N * elem <= kMaxPartialBytes)
+    s = Split{Along::depth, K, deep};
   return s;
 }
 
@@ -96,18 +114,27 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
   // Checked before any thread starts: nothing below may throw.
   const blasint m = dim(M), n = dim(N), k = dim(K), la = dim(lda), lb = dim(ldb), lc = dim(ldc);
-  const Split sp = split_of(M, N, K);
+  const Split sp = split_of(M, N, K, sizeof(T));
+  const bool deep = sp.along == Along::depth;
+  // Partial products of depth blocks 1.. (block 0 writes C itself), allocated before any
+  // thread starts.
+  mem::Array<T> partial(deep ? static_cast<size_t>((sp.blocks - 1) * M * N) : 0, "partial products");
   // Block i of the split, on whichever thread runs it.
   auto block = [&](int64_t i) noexcept {
     const int64_t b0 = sp.begin(i), b1 = sp.begin(i + 1);
     if (b1 <= b0) return;
     const blasint len = static_cast<blasint>(b1 - b0);
-    if (sp.rows) {
+    if (sp.along == Along::rows) {
       const T* a = ta ? A + b0 : A + b0 * lda;  // rows b0.. of op(A)
       call(ta, tb, len, n, k, alpha, a, la, B, lb, beta, C + b0 * ldc, lc);
-    } else {
+    } else if (sp.along == Along::cols) {
       const T* b = tb ? B + b0 * ldb : B + b0;  // columns b0.. of op(B)
       call(ta, tb, m, len, k, alpha, A, la, b, lb, beta, C + b0, lc);
+    } else {
+      const T* a = ta ? A + b0 * lda : A + b0;  // columns b0.. of op(A)
+      const T* b = tb ? B + b0 : B + b0 * ldb;  // rows b0.. of op(B)
+      if (i == 0) call(ta, tb, m, n, len, alpha, a, la, b, lb, beta, C, lc);
+      else call(ta, tb, m, n, len, alpha, a, la, b, lb, T(0), partial.data() + (i - 1) * M * N, n);
     }
   };
   // Called from inside a parallel loop (the AVX-512 time loop's threads), stay on this thread.
@@ -121,10 +148,20 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
       if (i > 0 && !nested) fusedrnn::throw_if_interrupted();
       block(i);
     }
-    return;
+  } else {
+    using Block = decltype(block);
+    fusedrnn::parallel_for(sp.blocks, nt, [](void* b, int64_t i) { (*static_cast<Block*>(b))(i); }, &block);
   }
-  using Block = decltype(block);
-  fusedrnn::parallel_for(sp.blocks, nt, [](void* b, int64_t i) { (*static_cast<Block*>(b))(i); }, &block);
+  // Depth blocks: add the partials in block order (a row of C at a time).
+  for (int64_t i = 1; deep && i < sp.blocks; ++i) {
+    if (sp.begin(i + 1) <= sp.begin(i)) continue;
+    const T* p = partial.data() + (i - 1) * M * N;
+    for (int64_t r = 0; r < M; ++r) {
+      T* __restrict c = C + r * ldc;
+      const T* __restrict q = p + r * N;
+      for (int64_t j = 0; j < N; ++j) c[j] += q[j];
+    }
+  }
 }
 
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,

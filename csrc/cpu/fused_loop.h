@@ -285,10 +285,10 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
   ctl.finish(team);
 }
 
-template <typename T, class Cell>
-void fused_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const BackwardArgs<T>& a) {
+// NR: dh units per panel (columns of W_hh); see fused_backward.
+template <typename T, class Cell, int NR>
+void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, const BackwardArgs<T>& a) {
   constexpr int64_t G = Cell::kGates;
-  constexpr int NR = 64;  // dh units per panel (columns of W_hh)
   constexpr int64_t U = NR;
   const int64_t B = q.B, H = q.H, GH = G * H, W = cell.width(), TB = q.T * B;
   const int64_t npan = (H + U - 1) / U, ldh = npan * U;
@@ -388,6 +388,15 @@ void fused_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const B
 
   if constexpr (!Cell::kSeparateDgh) copy_row(a.db_hh, a.db_ih, GH);
   whole_sequence_gradients(q, cell, w, a, dgi.data(), dgh, /*bias_done=*/true);
+}
+
+// Panels of 64 units, or of 32 where H is small enough that 64 would leave a thread without
+// one (H = 64 is a single panel of 64).  The width changes who computes a column of dh, not
+// how: every element is summed in the same order either way.
+template <typename T, class Cell>
+void fused_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const BackwardArgs<T>& a) {
+  if (q.H <= 128) fused_backward_panels<T, Cell, 32>(q, cell, w, a);
+  else fused_backward_panels<T, Cell, 64>(q, cell, w, a);
 }
 
 }  // namespace fusedrnn::cpu::FUSEDRNN_ISA

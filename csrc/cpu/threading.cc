@@ -1,5 +1,7 @@
 #include "threading.h"
 
+#include "omp_compat.h"
+
 // POSIX only: fork handling and the workers' signal mask (Windows has neither fork nor
 // POSIX signals; its Ctrl-C handler runs on a thread of its own).
 #if !defined(_WIN32)
@@ -156,6 +158,10 @@ std::atomic<int64_t> g_last_stall{0};
 std::atomic<int64_t> g_regions{0}, g_stalls{0}, g_fallbacks{0};
 
 // --- the pool ---------------------------------------------------------------------------------
+// With OpenMP the split products run on the OpenMP team that also runs the time loops
+// (parallel_for below): two pools on the same cores would fight, since the threads of one
+// spin on the cores while the other's work.  Builds without OpenMP use this pool instead.
+#if !defined(_OPENMP)
 // How a thread with nothing to do waits: spinning keeps it ready for the next product of a
 // time loop (a few tens of microseconds away), yielding lets another runnable thread have the
 // core, sleeping stops costing anything.
@@ -292,6 +298,7 @@ class Pool {
   std::mutex sleep_lock_;
   std::condition_variable sleep_cv_;
 };
+#endif  // !_OPENMP
 
 // The clock is read every `stride` calls of interrupt_requested(): the stride doubles while
 // calls come less than kFastCallNs apart (loops of tiny steps) and halves when they do not.
@@ -380,6 +387,34 @@ void report_region(int threads, int64_t work_ns, int64_t wait_ns) {
   g_fallbacks.fetch_add(1, std::memory_order_relaxed);
 }
 
+#if defined(_OPENMP)
+// The OpenMP team claims indices one at a time, like the pool: a thread that loses its core
+// leaves its share to the others.  The calling thread's wait at the end of the region (for
+// the last indices the others claimed) goes to the contention guard.
+void parallel_for(int64_t n, int threads, IndexBody body, void* ctx) {
+  if (n <= 0) return;
+  const int nt = static_cast<int>(std::min<int64_t>(threads, n));
+  if (nt <= 1 || omp_in_parallel() || g_forked_after_pool.load()) {
+    for (int64_t i = 0; i < n; ++i) body(ctx, i);
+    return;
+  }
+  note_pool_started();
+  std::atomic<int64_t> next{0};
+  int team = 1;
+  int64_t t0 = now_ns(), t1 = t0;
+#pragma omp parallel num_threads(nt)
+  {
+    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n;
+         i = next.fetch_add(1, std::memory_order_relaxed))
+      body(ctx, i);
+    if (omp_get_thread_num() == 0) {
+      team = omp_get_num_threads();
+      t1 = now_ns();
+    }
+  }
+  if (team > 1) report_region(team, t1 - t0, now_ns() - t1);
+}
+#else
 void parallel_for(int64_t n, int threads, IndexBody body, void* ctx) {
   if (n <= 0) return;
   if (threads > 1 && n > 1 && static_cast<uint64_t>(n) <= kMaxIndices &&
@@ -387,6 +422,7 @@ void parallel_for(int64_t n, int threads, IndexBody body, void* ctx) {
     return;
   for (int64_t i = 0; i < n; ++i) body(ctx, i);
 }
+#endif
 
 void set_contention_guard(bool on) {
   g_guard.store(on);

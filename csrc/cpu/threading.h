@@ -34,11 +34,14 @@ int cgroup_cpu_limit(const std::string& root);
 
 // --- The pool of the split BLAS products ------------------------------------------------------
 // Runs body(ctx, i) for every i in [0, n) on up to `threads` threads: the calling thread and
-// pool workers claim indices one at a time, so a thread that loses its core (or is slow to
-// wake) leaves its share to the others instead of holding everyone up; the call returns when
-// every index has run.  Waiting threads spin briefly, then yield the CPU, then sleep.  body
-// must not throw.  A call made while another thread uses the pool runs on the calling thread.
-// Reports each multi-threaded run to the contention guard below.
+// its helpers claim indices one at a time, so a thread that loses its core (or is slow to
+// wake) leaves its share to the others; the call returns when every index has run.  The
+// helpers are the OpenMP team that runs the time loops (one pool: a second one would spin on
+// the cores the other works on); a build without OpenMP has its own pool, whose waiting
+// threads spin briefly, then yield the CPU, then sleep, and where a call made while another
+// thread uses the pool runs on the calling thread.  Called inside a parallel region it runs
+// on the calling thread.  body must not throw.  Reports each multi-threaded run to the
+// contention guard below.
 using IndexBody = void (*)(void* ctx, int64_t i);
 void parallel_for(int64_t n, int threads, IndexBody body, void* ctx);
 
