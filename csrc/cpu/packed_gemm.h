@@ -86,14 +86,71 @@ inline void tail(int64_t rows, int64_t K, const T* A, int64_t lda, const T* bloc
   }
 }
 
+// R rows (R < 4) across NCB consecutive column blocks of a panel at once: the same sums as
+// NCB calls of tile<T, R, NV> (every element adds its k terms in the same order), with
+// R * NCB * NV independent accumulators instead of R * NV.  A row tile of one or two rows (a
+// batch of one) has too few accumulators to cover the FMA latency on its own.
+template <typename T, int R, int NV, int NCB>
+inline void tile_wide(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict block,
+                      int64_t block_stride, T* __restrict C, int64_t ldc, bool accumulate) {
+  using V = simd::Vec<T>;
+  using Reg = typename V::R;
+  constexpr int L = V::lanes, NB = L * NV, W = NCB * NV;
+  Reg acc[R][W];
+  for (int m = 0; m < R; ++m)
+    for (int c = 0; c < NCB; ++c)
+      for (int v = 0; v < NV; ++v)
+        acc[m][c * NV + v] = accumulate ? V::loadu(C + m * ldc + c * NB + L * v) : V::zero();
+  for (int64_t k = 0; k < K; ++k) {
+    Reg x[R];
+    for (int m = 0; m < R; ++m) x[m] = V::set1(A[m * lda + k]);
+    for (int c = 0; c < NCB; ++c)
+      for (int v = 0; v < NV; ++v) {
+        const Reg w = V::load(block + c * block_stride + k * NB + L * v);
+        for (int m = 0; m < R; ++m) acc[m][c * NV + v] = V::fmadd(x[m], w, acc[m][c * NV + v]);
+      }
+  }
+  for (int m = 0; m < R; ++m)
+    for (int c = 0; c < NCB; ++c)
+      for (int v = 0; v < NV; ++v) V::storeu(C + m * ldc + c * NB + L * v, acc[m][c * NV + v]);
+}
+
+// Column blocks a wide tile of R rows spans: as many as the accumulators allow (at most the
+// ACC registers of a full tile), a divisor of the panel's blocks.
+template <typename T, int NR, int R>
+constexpr int wide_blocks() {
+  using S = Shape<T, NR>;
+  int n = NR / S::NB;
+  while (n > 1 && (R * n * S::NV > S::ACC || (NR / S::NB) % n != 0)) --n;
+  return n;
+}
+
+template <typename T, int NR, int R>
+void panel_gemm_few(int64_t K, const T* A, int64_t lda, const T* panel, T* C, int64_t ldc,
+                    bool accumulate) {
+  using S = Shape<T, NR>;
+  constexpr int NB = S::NB, NCB = wide_blocks<T, NR, R>();
+  for (int64_t k0 = 0; k0 < K; k0 += S::KC) {
+    const int64_t kc = K - k0 < S::KC ? K - k0 : S::KC;
+    for (int cb = 0; cb < NR / NB; cb += NCB)
+      tile_wide<T, R, S::NV, NCB>(kc, A + k0, lda, panel + (cb * K + k0) * NB, K * NB, C + cb * NB,
+                                  ldc, accumulate || k0 > 0);
+  }
+}
+
 // C[0:M, 0:NR] (+)= A[0:M, 0:K] panel, for a panel of K rows; MR rows at a time, K in slices
-// of KC, then block by block.
+// of KC, then block by block.  Fewer than 4 rows take the wide tiles above.
 template <typename T, int NR>
 void panel_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* panel, T* C, int64_t ldc,
                 bool accumulate) {
   using S = Shape<T, NR>;
   constexpr int MR = S::MR, NV = S::NV, NB = S::NB;
   if (M <= 0) return;
+  if constexpr (NR / NB > 1) {
+    if (M == 1) return panel_gemm_few<T, NR, 1>(K, A, lda, panel, C, ldc, accumulate);
+    if (M == 2) return panel_gemm_few<T, NR, 2>(K, A, lda, panel, C, ldc, accumulate);
+    if (M == 3) return panel_gemm_few<T, NR, 3>(K, A, lda, panel, C, ldc, accumulate);
+  }
   // Row tiles as even as possible (32 rows: 6 6 5 5 5 5, not 6 6 6 6 6 2): a short tile has
   // too few accumulators to keep the FMA units busy.
   const int64_t tiles = (M + MR - 1) / MR, base = M / tiles, longer = M % tiles;
