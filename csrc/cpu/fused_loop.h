@@ -1,13 +1,14 @@
 // The packed time loop (float and double, wherever simd.h has FUSEDRNN_PACKED_LOOP): weights
-// packed once per call, threads that own disjoint blocks of hidden units for the whole
-// sequence, GEMM and elementwise fused per block.
+// packed once per call, threads that split the blocks of hidden units, GEMM and elementwise
+// fused per block.
 //
 // Why it is shaped this way:
 // * Rows of a batch are independent but hidden units are not (every unit of h feeds every gate),
 //   so threads split the gate columns.  The weight columns are packed interleaved per block of
 //   U units ([i f g o] of units j0..j0+U-1 side by side), so the thread that computes a block's
 //   gate pre-activations also applies the cell to them while they are in cache.  One barrier
-//   per step publishes the new h.
+//   per step publishes the new h.  In the forward each thread owns a share of the blocks but
+//   takes over what is left of a slower thread's share at every step (PanelClaims).
 // * Backward splits dh by units the same way: a thread turns its units' dh into their gate
 //   gradients, a barrier publishes the step's gate gradients, and each thread multiplies them
 //   by its own columns of W_hh.  Gate gradients are double-buffered by step parity, so the next
@@ -116,6 +117,44 @@ inline void share(int64_t n, int tid, int nt, int64_t& begin, int64_t& end) {
   end = n * (tid + 1) / nt;
 }
 
+// The panels of a step, claimed one at a time: each thread runs its own share first (its
+// weights are likely still in its cache), then helps with what is left of the others' shares,
+// so a thread slowed down (another process on its core) no longer holds the team up at every
+// step's barrier.  Whoever runs a panel computes it the same way, so results do not depend on
+// who ran what.  The counters come in two sets, by step parity: a thread resets its counter
+// for the next step during this one, when no thread claims from it.
+class PanelClaims {
+ public:
+  explicit PanelClaims(int threads) : next_(2 * static_cast<size_t>(threads)) {}
+  // Before the first step (a barrier must follow before anyone claims).
+  void reset(int tid, int64_t first) {
+    next_[2 * tid].v.store(first, std::memory_order_relaxed);
+    next_[2 * tid + 1].v.store(first, std::memory_order_relaxed);
+  }
+  // Runs body(p) for panels of [0, n) until none of step s is left unclaimed.
+  template <class Body>
+  void run(int64_t s, int tid, int team, int64_t n, Body&& body) {
+    const int par = static_cast<int>(s & 1);
+    for (int i = 0; i < team; ++i) {
+      const int o = (tid + i) % team;
+      int64_t begin, end;
+      share(n, o, team, begin, end);
+      std::atomic<int64_t>& next = next_[2 * o + par].v;
+      if (next.load(std::memory_order_relaxed) >= end) continue;
+      for (int64_t p; (p = next.fetch_add(1, std::memory_order_relaxed)) < end;) body(p);
+    }
+    int64_t begin, end;
+    share(n, tid, team, begin, end);
+    next_[2 * tid + (par ^ 1)].v.store(begin, std::memory_order_relaxed);
+  }
+
+ private:
+  struct alignas(64) Slot {
+    std::atomic<int64_t> v{0};
+  };
+  std::vector<Slot> next_;
+};
+
 // Threads worth using for a step of `flops`: below ~0.2 MFLOP a barrier costs more than it saves.
 // One while the cores are found contended (threading.h).
 inline int threads_for(int64_t flops, int64_t blocks) {
@@ -185,6 +224,7 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
 
   StepBarrier barrier;
   LoopControl ctl;
+  PanelClaims claims(nt);  // allocated here: nothing inside the region may throw
   int team = 1;
   ctl.start = fusedrnn::now_ns();
 
@@ -197,9 +237,10 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
       barrier.reset(team);
     }
     int64_t p0, p1, r0 = 0, r1 = 0;
-    share(npan, tid, omp_get_num_threads(), p0, p1);
-    ctl.note_share(tid, npan, omp_get_num_threads(), p0, p1);
-    if (proj) share(nproj, tid, omp_get_num_threads(), r0, r1);
+    share(npan, tid, team, p0, p1);
+    ctl.note_share(tid, npan, team, p0, p1);
+    if (proj) share(nproj, tid, team, r0, r1);
+    claims.reset(tid, p0);
     // Panel p, column c = gate * U + u  <-  weight row gate * H + p * U + u.
     for (int64_t p = cached ? p1 : p0; p < p1; ++p) {
       auto col_row = [&](int c) -> int64_t {
@@ -212,49 +253,60 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
     for (int64_t p = cached ? r1 : r0; p < r1; ++p)
       packed::pack_rows<T, NP>(w.w_hr, H, H, [&](int c) -> int64_t { return p * NP + c < P ? p * NP + c : -1; },
                                whr + p * H * NP);
+    ctl.wait(barrier, tid);  // every panel is packed (a thread may run another's panels)
     T* hc = h.data();
     T* hn = h_next.data();
     T* cc = Cell::kHasCell ? c.data() : nullptr;
     T* cn = Cell::kHasCell ? c_next.data() : nullptr;
     int64_t next = 0, t0 = 0;
-    // This thread's hidden units [j0, j1) and the columns of h it writes [k0, k1): the same
-    // without a projection, its projection panels' columns with one.
+    // This thread's share of hidden units [j0, j1) and of the columns of h [k0, k1): the same
+    // without a projection, its projection panels' columns with one.  The per-row copies go
+    // by these shares; the panels themselves go to whichever thread claims them.
     const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U);
     const int64_t k0 = proj ? std::min(P, r0 * NP) : j0, k1 = proj ? std::min(P, r1 * NP) : j1;
+    T* hout_all = proj ? hcore.data() : nullptr;
 
     for (int64_t s = 0; s < q.T; ++s) {
-      if (s >= next) {  // project the next chunk of steps through this thread's panels
+      const bool chunk_start = s >= next;
+      if (chunk_start) {
         const int64_t n = std::min(chunk, q.T - s);
         t0 = chunk == q.T ? 0 : (q.reverse ? q.T - s - n : s);
-        for (int64_t p = p0; p < p1; ++p)
-          packed::panel_gemm<T, NR>(n * B, I, a.x + t0 * B * I, I, wih + p * I * NR,
-                                    xp.data() + p * NR, ld, false);
         next = chunk == q.T ? q.T : s + n;
       }
-      for (int64_t p = p0; p < p1; ++p)
-        packed::panel_gemm<T, NR>(B, P, hc, P, whh + p * P * NR, hp.data() + p * NR, ld, false);
-
-      T* hout = proj ? hcore.data() : hn;  // the cell's h' [B, H]
+      const int64_t rows_in_chunk = std::min(chunk, q.T - s) * B;
+      T* hout = proj ? hout_all : hn;  // the cell's h' [B, H]
+      // Rows that have ended carry their state; the training workspace keeps h_prev.
       for (int64_t b = 0; b < B; ++b) {
         const int64_t t = q.time_of(s, b);
         if (t < 0) {
           copy_row(hn + b * P + k0, hc + b * P + k0, k1 - k0);
           if constexpr (Cell::kHasCell) copy_row(cn + b * H + j0, cc + b * H + j0, j1 - j0);
-          continue;
+        } else if constexpr (Training) {
+          copy_row(a.ws + (t * B + b) * W + cell.off_hprev() + k0, hc + b * P + k0, k1 - k0);
         }
-        const T* xrow = xp.data() + ((t - t0) * B + b) * ld;
-        T* wrow = Training ? a.ws + (t * B + b) * W : nullptr;
-        if constexpr (Training) copy_row(wrow + cell.off_hprev() + k0, hc + b * P + k0, k1 - k0);
-        for (int64_t p = p0; p < p1; ++p) {
-          const int64_t j = p * U, n = std::min(U, H - j);
+      }
+      // Panel p of this step: its share of the chunk's input projection (at the chunk's first
+      // step), its recurrent product, and the cell for its units in every row.
+      auto run_panel = [&](int64_t p) {
+        if (chunk_start)
+          packed::panel_gemm<T, NR>(rows_in_chunk, I, a.x + t0 * B * I, I, wih + p * I * NR,
+                                    xp.data() + p * NR, ld, false);
+        packed::panel_gemm<T, NR>(B, P, hc, P, whh + p * P * NR, hp.data() + p * NR, ld, false);
+        const int64_t j = p * U, n = std::min(U, H - j);
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t t = q.time_of(s, b);
+          if (t < 0) continue;
+          const T* xrow = xp.data() + ((t - t0) * B + b) * ld;
+          T* wrow = Training ? a.ws + (t * B + b) * W : nullptr;
           cell.template forward_row<Training>(
               n, xrow + p * NR, U, hp.data() + b * ld + p * NR, U, w.b_ih + j, w.b_hh + j,
               hc + b * P + j, Cell::kHasCell ? cc + b * H + j : nullptr, hout + b * H + j,
               Cell::kHasCell ? cn + b * H + j : nullptr, Training ? wrow + j : nullptr);
+          if (!proj) copy_row(a.out + (t * B + b) * P + j, hn + b * P + j, n);
+          else if (Training) copy_row(wrow + cell.off_hcore() + j, hout + b * H + j, n);
         }
-        if (!proj) copy_row(a.out + (t * B + b) * P + j0, hn + b * P + j0, j1 - j0);
-        else if (Training) copy_row(wrow + cell.off_hcore() + j0, hout + b * H + j0, j1 - j0);
-      }
+      };
+      claims.run(s, tid, team, npan, run_panel);
       if (proj) {
         ctl.wait(barrier, tid);  // every unit of hcore is written
         for (int64_t p = r0; p < r1; ++p)
