@@ -1,5 +1,7 @@
 """Thread control, and processes forked after the kernels' threads started."""
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -342,3 +344,65 @@ def test_two_threads_on_one_core_fall_back_to_one(tmp_path):
     # kernels fall back to one thread for a while.
     assert float(ratio) < 1.3, (f"two threads on one core took {float(ratio):.2f}x as long as one "
                                 f"({fallbacks} fallbacks to one thread)")
+
+
+# --- a slow thread's panels are taken over ------------------------------------------------------
+
+_TAKEOVER_SCRIPT = textwrap.dedent("""
+    import json, os, subprocess, sys, time
+    import numpy as np
+    import fusedrnn
+    from fusedrnn import _core, ops
+
+    _core.set_contention_guard(False)
+    rng = np.random.default_rng(5)
+    T, B, I, H = 30, 32, 96, 256     # 16 panels of 16 units; T * B > 1024: chunked projection
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    w_ih = (rng.standard_normal((4 * H, I)) * 0.1).astype(np.float32)
+    w_hh = (rng.standard_normal((4 * H, H)) * 0.1).astype(np.float32)
+    b = (rng.standard_normal(4 * H) * 0.1).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B)
+
+    def run():
+        out, h, c, cache = ops.lstm_forward(x, w_ih, w_hh, b, b, lengths=lengths, training=True)
+        return [out, h, c, cache.workspace.copy()]
+
+    fusedrnn.set_num_threads(1)
+    one = run()
+    fusedrnn.set_num_threads(2)
+    run()                                   # the team's threads exist from here on
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})          # the calling thread only: it shares its CPU with
+    spin = subprocess.Popen([sys.executable, "-c",  # a busy process, the other thread does not
+                             f"import os; os.sched_setaffinity(0, {{{cpu}}})\\nwhile True: pass"])
+    try:
+        time.sleep(0.2)
+        before, same, calls = _core.panels_taken_over(), True, 0
+        deadline = time.monotonic() + 20
+        while calls < 5 or (_core.panels_taken_over() == before and time.monotonic() < deadline):
+            same = same and all(np.array_equal(a, g) for a, g in zip(one, run()))
+            calls += 1
+    finally:
+        spin.kill()
+        spin.wait()
+    print(json.dumps({"same": same, "taken": _core.panels_taken_over() - before, "calls": calls}))
+""")
+
+
+_TWO_PINNABLE_CPUS = hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+
+
+@pytest.mark.skipif(not _TWO_PINNABLE_CPUS, reason="needs CPU affinity (Linux) and two usable CPUs")
+def test_slow_thread_panels_are_taken_over_with_the_same_results(tmp_path):
+    """One of two threads shares its CPU with a busy process: the other runs what is left of
+    its panels, and every output (and the training workspace) stays bit-identical to one
+    thread's."""
+    if fusedrnn._core.best_isa() == "baseline" or not fusedrnn._core.openmp:
+        pytest.skip("this build's packed loop runs on one thread (no packed loop, or no OpenMP)")
+    script = tmp_path / "takeover.py"
+    script.write_text(_TAKEOVER_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["same"], got
+    assert got["taken"] > 0, got

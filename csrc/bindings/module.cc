@@ -66,6 +66,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("best_isa", &cpu::best_isa, "The best instruction set this CPU and build support.");
   m.def("packed_loop_calls", [] { return cpu::packed_loop_calls().load(); },
         "Kernel calls so far that took the packed time loop (for tests).");
+#if defined(_OPENMP)
+  m.attr("openmp") = true;  // the packed time loops run on an OpenMP team
+#else
+  m.attr("openmp") = false;
+#endif
+  m.def("panels_taken_over", [] { return cpu::panels_taken_over().load(); },
+        "Forward-loop panels run by a thread other than the one whose share they were in (for tests).");
   m.def("set_isa", &cpu::set_isa, py::arg("name"),
         "Use another compiled kernel variant: 'baseline', 'avx2' or 'avx512'.");
 #ifdef FUSEDRNN_WITH_CUDA

@@ -29,6 +29,7 @@
 
 #include "omp_compat.h"
 #include "blas.h"
+#include "kernels.h"
 #include "fusedrnn/common.h"
 #include "threading.h"
 #include "packed_cache.h"
@@ -141,7 +142,9 @@ class PanelClaims {
       share(n, o, team, begin, end);
       std::atomic<int64_t>& next = next_[2 * o + par].v;
       if (next.load(std::memory_order_relaxed) >= end) continue;
-      for (int64_t p; (p = next.fetch_add(1, std::memory_order_relaxed)) < end;) body(p);
+      int64_t ran = 0;
+      for (int64_t p; (p = next.fetch_add(1, std::memory_order_relaxed)) < end; ++ran) body(p);
+      if (o != tid && ran > 0) panels_taken_over().fetch_add(ran, std::memory_order_relaxed);
     }
     int64_t begin, end;
     share(n, tid, team, begin, end);

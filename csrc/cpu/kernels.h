@@ -49,6 +49,12 @@ inline std::atomic<int64_t>& packed_loop_calls() {
   return n;
 }
 inline void note_packed_loop() { packed_loop_calls().fetch_add(1, std::memory_order_relaxed); }
+// Panels of the forward loop run by a thread other than the one whose share they were in
+// (fused_loop.h: PanelClaims), counted so tests can tell that taking over happened.
+inline std::atomic<int64_t>& panels_taken_over() {
+  static std::atomic<int64_t> n{0};
+  return n;
+}
 
 // The kernels for the instruction set in use.
 template <typename T>

@@ -12,7 +12,8 @@ def build_info() -> dict:
     threads_default is the thread count at import: the CPUs this process may use (its affinity
     mask, capped by a cgroup CPU quota; threads_cpus), capped by FUSEDRNN_NUM_THREADS if set,
     else by OMP_NUM_THREADS; threads_source says which of these decided it.  threads_contended
-    is True while the kernels run on one thread because other processes hold the cores."""
+    is True while the kernels run on one thread because other processes hold the cores.  openmp
+    is False in a build without OpenMP, whose packed time loop runs on the calling thread."""
     default = _core.thread_default()
     contention = _core.contention_stats()
     return {
@@ -27,6 +28,7 @@ def build_info() -> dict:
         "threads_source": default["source"],
         "threads_cpus": default["cpus"],
         "threads_contended": contention["contended"],
+        "openmp": bool(_core.openmp),
         "cached_bytes": int(_core.cached_bytes()),
         "cuda_compiled": bool(_core.cuda_compiled),
         "cuda_emulated": bool(_core.cuda_emulated),
