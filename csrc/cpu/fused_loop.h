@@ -261,13 +261,12 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
     T* hn = h_next.data();
     T* cc = Cell::kHasCell ? c.data() : nullptr;
     T* cn = Cell::kHasCell ? c_next.data() : nullptr;
-    int64_t next = 0, t0 = 0;
+    int64_t next = 0, t0 = 0, chunk_rows = 0;  // the chunk in use: step after it, first x step, rows
     // This thread's share of hidden units [j0, j1) and of the columns of h [k0, k1): the same
     // without a projection, its projection panels' columns with one.  The per-row copies go
     // by these shares; the panels themselves go to whichever thread claims them.
     const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U);
     const int64_t k0 = proj ? std::min(P, r0 * NP) : j0, k1 = proj ? std::min(P, r1 * NP) : j1;
-    T* hout_all = proj ? hcore.data() : nullptr;
 
     for (int64_t s = 0; s < q.T; ++s) {
       const bool chunk_start = s >= next;
@@ -275,9 +274,9 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
         const int64_t n = std::min(chunk, q.T - s);
         t0 = chunk == q.T ? 0 : (q.reverse ? q.T - s - n : s);
         next = chunk == q.T ? q.T : s + n;
+        chunk_rows = n * B;
       }
-      const int64_t rows_in_chunk = std::min(chunk, q.T - s) * B;
-      T* hout = proj ? hout_all : hn;  // the cell's h' [B, H]
+      T* hout = proj ? hcore.data() : hn;  // the cell's h' [B, H]
       // Rows that have ended carry their state; the training workspace keeps h_prev.
       for (int64_t b = 0; b < B; ++b) {
         const int64_t t = q.time_of(s, b);
@@ -292,7 +291,7 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
       // step), its recurrent product, and the cell for its units in every row.
       auto run_panel = [&](int64_t p) {
         if (chunk_start)
-          packed::panel_gemm<T, NR>(rows_in_chunk, I, a.x + t0 * B * I, I, wih + p * I * NR,
+          packed::panel_gemm<T, NR>(chunk_rows, I, a.x + t0 * B * I, I, wih + p * I * NR,
                                     xp.data() + p * NR, ld, false);
         packed::panel_gemm<T, NR>(B, P, hc, P, whh + p * P * NR, hp.data() + p * NR, ld, false);
         const int64_t j = p * U, n = std::min(U, H - j);

@@ -89,7 +89,10 @@ inline void tail(int64_t rows, int64_t K, const T* A, int64_t lda, const T* bloc
 // R rows (R < 4) across NCB consecutive column blocks of a panel at once: the same sums as
 // NCB calls of tile<T, R, NV> (every element adds its k terms in the same order), with
 // R * NCB * NV independent accumulators instead of R * NV.  A row tile of one or two rows (a
-// batch of one) has too few accumulators to cover the FMA latency on its own.
+// batch of one) has too few accumulators to cover the FMA latency on its own.  It is a separate
+// kernel, not tile<> with NCB = 1, because its loop order (the R broadcasts first, then one
+// weight vector at a time) holds R + 1 registers besides the accumulators: right for few rows,
+// a spill for tile<>'s MR rows, which holds NV weight vectors and one broadcast instead.
 template <typename T, int R, int NV, int NCB>
 inline void tile_wide(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict block,
                       int64_t block_stride, T* __restrict C, int64_t ldc, bool accumulate) {

@@ -42,14 +42,25 @@ FUSEDRNN_HD float exp_clamped(float xc) {
 #endif
   return (p * sa) * sb;
 }
+// min(max(x, lo), hi), on either side (x is never NaN here).
+FUSEDRNN_HD float clamp_(float x, float lo, float hi) {
+#if defined(__CUDA_ARCH__)
+  return fminf(fmaxf(x, lo), hi);
+#else
+  return std::min(std::max(x, lo), hi);
+#endif
+}
+FUSEDRNN_HD double clamp_(double x, double lo, double hi) {
+#if defined(__CUDA_ARCH__)
+  return fmin(fmax(x, lo), hi);
+#else
+  return std::min(std::max(x, lo), hi);
+#endif
+}
 // NaN is returned as NaN without ever converting it to an integer.
 FUSEDRNN_HD float exp_poly(float x) {
   const bool nan = x != x;
-#if defined(__CUDA_ARCH__)
-  const float y = exp_clamped(nan ? 0.0f : fminf(fmaxf(x, -104.0f), 89.0f));
-#else
-  const float y = exp_clamped(nan ? 0.0f : std::min(std::max(x, -104.0f), 89.0f));
-#endif
+  const float y = exp_clamped(nan ? 0.0f : clamp_(x, -104.0f, 89.0f));
   return nan ? x : y;
 }
 // exp(x) for x <= 0 in fewer operations (the sigmoid and tanh of every gate go through it): no
@@ -57,7 +68,7 @@ FUSEDRNN_HD float exp_poly(float x) {
 // the clamp (never converted to an integer) instead of carried.
 FUSEDRNN_HD float exp_nonpositive(float x) { return exp_clamped(x > -104.0f ? x : -104.0f); }
 
-// Bit casts between double and int64 (two's complement), and min/max, on either side.
+// Bit casts between double and int64 (two's complement), on either side.
 FUSEDRNN_HD int64_t bits_of(double x) {
 #if defined(__CUDA_ARCH__)
   return __double_as_longlong(x);
@@ -74,13 +85,6 @@ FUSEDRNN_HD double double_of(int64_t i) {
   double x;
   std::memcpy(&x, &i, sizeof x);
   return x;
-#endif
-}
-FUSEDRNN_HD double clamp_(double x, double lo, double hi) {
-#if defined(__CUDA_ARCH__)
-  return fmin(fmax(x, lo), hi);
-#else
-  return std::min(std::max(x, lo), hi);
 #endif
 }
 
@@ -156,9 +160,13 @@ FUSEDRNN_HD double exp_(double x) { return exp_poly(x); }
 #if defined(__CUDA_ARCH__)
 FUSEDRNN_HD float abs_(float x) { return fabsf(x); }
 FUSEDRNN_HD double abs_(double x) { return ::fabs(x); }
+FUSEDRNN_HD float copysign_(float m, float s) { return copysignf(m, s); }
+FUSEDRNN_HD double copysign_(double m, double s) { return ::copysign(m, s); }
 #else
 FUSEDRNN_HD float abs_(float x) { return std::fabs(x); }
 FUSEDRNN_HD double abs_(double x) { return std::fabs(x); }
+FUSEDRNN_HD float copysign_(float m, float s) { return std::copysign(m, s); }
+FUSEDRNN_HD double copysign_(double m, double s) { return std::copysign(m, s); }
 #endif
 
 // sigmoid(x) = 1 / (1 + e^-x) = e^x / (1 + e^x): the second form for x < 0 keeps tiny values
@@ -174,23 +182,13 @@ FUSEDRNN_HD T sigmoid(T x) {
 FUSEDRNN_HD float tanh_(float x) {
   const float e = exp_nonpositive(-2.0f * abs_(x));
   const float t = (1.0f - e) / (1.0f + e);
-#if defined(__CUDA_ARCH__)
-  const float y = copysignf(t, x);
-#else
-  const float y = std::copysign(t, x);
-#endif
-  return x != x ? x : y;
+  return x != x ? x : copysign_(t, x);
 }
 // tanh(x) = sign(x) * -m / (2 + m), m = expm1(-2|x|): no cancellation near 0.  NaN stays NaN.
 FUSEDRNN_HD double tanh_(double x) {
   const double m = expm1_nonpositive(-2.0 * abs_(x));
   const double t = -m / (2.0 + m);
-#if defined(__CUDA_ARCH__)
-  const double y = copysign(t, x);
-#else
-  const double y = std::copysign(t, x);
-#endif
-  return x != x ? x : y;
+  return x != x ? x : copysign_(t, x);
 }
 
 template <typename T>
