@@ -57,16 +57,6 @@ FUSEDRNN_HD double clamp_(double x, double lo, double hi) {
   return std::min(std::max(x, lo), hi);
 #endif
 }
-// NaN is returned as NaN without ever converting it to an integer.
-FUSEDRNN_HD float exp_poly(float x) {
-  const bool nan = x != x;
-  const float y = exp_clamped(nan ? 0.0f : clamp_(x, -104.0f, 89.0f));
-  return nan ? x : y;
-}
-// exp(x) for x <= 0 in fewer operations (the sigmoid and tanh of every gate go through it): no
-// overflow side to guard, and NaN, which the callers return unchanged themselves, taken to
-// the clamp (never converted to an integer) instead of carried.
-FUSEDRNN_HD float exp_nonpositive(float x) { return exp_clamped(x > -104.0f ? x : -104.0f); }
 
 // Bit casts between double and int64 (two's complement), on either side.
 FUSEDRNN_HD int64_t bits_of(double x) {
@@ -133,14 +123,33 @@ FUSEDRNN_HD double exp_clamped(double xc) {
   const double sa = double_of((na + 1023) << 52), sb = double_of((nb + 1023) << 52);
   return (p * sa) * sb;
 }
-// NaN stays NaN.
-FUSEDRNN_HD double exp_poly(double x) {
+// The range exp_clamped takes: below lo every result is 0, above hi every result is +inf.
+template <typename T>
+struct ExpRange;
+template <>
+struct ExpRange<float> {
+  static constexpr float lo = -104.0f, hi = 89.0f;
+};
+template <>
+struct ExpRange<double> {
+  static constexpr double lo = -746.0, hi = 710.0;
+};
+
+// exp(x), float or double.  NaN is returned as NaN without ever converting it to an integer.
+template <typename T>
+FUSEDRNN_HD T exp_poly(T x) {
   const bool nan = x != x;
-  const double y = exp_clamped(nan ? 0.0 : clamp_(x, -746.0, 710.0));
+  const T y = exp_clamped(nan ? T(0) : clamp_(x, ExpRange<T>::lo, ExpRange<T>::hi));
   return nan ? x : y;
 }
-// exp(x) for x <= 0 as exp_poly gives it; NaN goes to the clamp (the callers keep NaN).
-FUSEDRNN_HD double exp_nonpositive(double x) { return exp_clamped(x > -746.0 ? x : -746.0); }
+// exp(x) for x <= 0 in fewer operations (the sigmoid and tanh of every gate go through it): no
+// overflow side to guard, and NaN, which the callers return unchanged themselves, taken to
+// the clamp (never converted to an integer) instead of carried.
+template <typename T>
+FUSEDRNN_HD T exp_nonpositive(T x) {
+  const T lo = ExpRange<T>::lo;
+  return exp_clamped(x > lo ? x : lo);
+}
 
 // expm1(y) for y <= 0 (down to -inf), accurate relative to the result also near 0:
 // y = n ln2 + r, expm1(y) = 2^n expm1(r) + (2^n - 1).  Below -40 it is -1 to double precision.
