@@ -186,7 +186,7 @@ def threads(request):
 def test_small_hidden_long_sequence(rng, config, threads):
     """A small layer over many rows (H = 64, T*B = 2560): the backward loop splits H into
     panels of 32 units, and the whole-sequence weight gradients ([G*H, I] from 2560 rows)
-    are too narrow to split by rows, so they are summed over blocks of time steps."""
+    are narrow and deep (the BLAS path sums them over blocks of time steps)."""
     cell, act = CELL_CONFIGS[config]
     T, B, I, H = 40, 64, 56, 64
     case = make_case(rng, cell, T, B, I, H, np.float64)

@@ -5,7 +5,8 @@ really ran (_core.packed_loop_calls) and that the baseline build keeps the gener
 Shapes aim at the loop's edges: row counts that are not a multiple of the tile's MR (B = 1,
 7, 13), H not a multiple of any panel width, steps big enough that 2 threads split the units,
 a reduction longer than one K slice (the backward of an LSTM with G*H > 1024), lengths,
-reverse, relu, the LSTM projection (P < H, P > H; its backward is still the generic loop).
+reverse, relu, the LSTM projection (P < H, P > H; its backward is still the generic loop), and
+whole-sequence products (dx, dW) deeper than one chunk of 1024 rows.
 """
 
 import numpy as np
@@ -75,6 +76,35 @@ def test_packed_loop_matches_reference(rng, packed_isa, threads, config, T, B, I
     for a, b in zip(inf[:3], trn[:3]):
         if b is not None:
             np.testing.assert_array_equal(a, b, err_msg=f"{what}: inference vs training")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("config", ["lstm-tanh", "gru", "rnn-relu"])
+def test_whole_sequence_products_in_chunks(packed_isa, config, dtype):
+    """dx and the weight gradients after the packed backward run on the packed kernel, summed
+    over chunks of 1024 rows of the depth: T*B = 2240 rows (two whole chunks and a partial one)
+    for dW, G*H = 1080 for the LSTM's dx, and I = 70, H = 270 not whole 64-column panels.
+    Against the reference, and bit-identical at one and two threads."""
+    cell, act = CELL_CONFIGS[config]
+    T, B, I, H = 35, 64, 70, 270
+    case = make_case(np.random.default_rng(4), cell, T, B, I, H, dtype)
+    case["lengths"] = make_lengths(np.random.default_rng(5), T, B)
+    before = fusedrnn.get_num_threads()
+    _core.set_contention_guard(False)
+    try:
+        grads = []
+        for threads in (1, 2):
+            fusedrnn.set_num_threads(threads)
+            calls = _core.packed_loop_calls()
+            what = f"{config}/isa={packed_isa}/threads={threads}"
+            grads.append(check_against_reference(np.random.default_rng(6), cell, act, case, dtype,
+                                                 what)[1])
+            assert _core.packed_loop_calls() - calls == 2, f"{what}: the packed loop did not run"
+    finally:
+        fusedrnn.set_num_threads(before)
+        _core.set_contention_guard(True)
+    for key in grads[0]:
+        np.testing.assert_array_equal(grads[0][key], grads[1][key], err_msg=f"{key}: 1 vs 2 threads")
 
 
 def test_baseline_keeps_the_generic_loop(rng):

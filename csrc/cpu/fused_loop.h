@@ -14,8 +14,8 @@
 //   by its own columns of W_hh.  Gate gradients are double-buffered by step parity, so the next
 //   step's elementwise pass can start while the other thread still reads the previous one.
 // * The input projection is computed by the same packed kernel in chunks of steps inside the
-//   parallel region (no BLAS threads compete with the loop); the whole-sequence weight
-//   gradients after the loop go to BLAS.
+//   parallel region (no BLAS threads compete with the loop); dx and the whole-sequence weight
+//   gradients after the loop run on the same packed kernel (packed_products.h).
 #pragma once
 
 #include "simd.h"
@@ -34,6 +34,7 @@
 #include "threading.h"
 #include "packed_cache.h"
 #include "packed_gemm.h"
+#include "packed_products.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {
 
@@ -339,6 +340,15 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
   ctl.finish(team);
 }
 
+// The whole-sequence products after the backward loop on the packed kernel (not the BLAS).
+struct PackedProducts {
+  template <typename T, bool TA>
+  static void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                   T* C, int64_t ldc) {
+    packed::sequence_gemm<T, TA>(M, N, K, A, lda, B, ldb, C, ldc);
+  }
+};
+
 // NR: dh units per panel (columns of W_hh); see fused_backward.
 template <typename T, class Cell, int NR>
 void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, const BackwardArgs<T>& a) {
@@ -441,7 +451,7 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
   ctl.finish(team);
 
   if constexpr (!Cell::kSeparateDgh) copy_row(a.db_hh, a.db_ih, GH);
-  whole_sequence_gradients(q, cell, w, a, dgi.data(), dgh, /*bias_done=*/true);
+  whole_sequence_gradients<T, Cell, PackedProducts>(q, cell, w, a, dgi.data(), dgh, /*bias_done=*/true);
 }
 
 // Panels of 64 units, or of 32 where H is small enough that 64 would leave a thread without

@@ -11,7 +11,7 @@
 namespace fusedrnn::mem {
 namespace {
 
-constexpr size_t kSmall = size_t(1) << 20;
+constexpr size_t kSmall = size_t(64) << 10;
 constexpr size_t kGrain = size_t(64) << 10;
 
 struct Pool {

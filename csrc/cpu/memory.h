@@ -3,7 +3,8 @@
 // A call allocates tens of MiB (workspace, gate gradients, packed weights).  Fresh memory from
 // the system is zero-filled page by page on first touch, which costs about three times writing
 // it; a block handed back here is reused by the next call of a similar size instead.  Blocks
-// under 1 MiB go straight to the allocator; at most kCacheLimit bytes are kept idle, and
+// under 64 KiB go straight to the allocator (larger ones, freed, go back to the system and
+// fault in again at the next call); at most kCacheLimit bytes are kept idle, and
 // fusedrnn.empty_cache() returns them all.
 #pragma once
 

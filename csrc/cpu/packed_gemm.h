@@ -53,8 +53,16 @@ constexpr int64_t panel_index(int64_t K, int64_t k, int64_t c) {
   return (c / NB) * K * NB + k * NB + c % NB;
 }
 
-// C[m, 0:NB] (+)= sum_k A[m, k] * block[k, 0:NB] for MR rows: MR * NV accumulators.
-template <typename T, int MR, int NV>
+// Where op(A)[m, k] lies: A is row-major [M, K] with leading dimension lda, or, with TA, the
+// row-major [K, M] matrix whose transpose op(A) is (the gate gradients of all steps, read as
+// dG^T for the weight gradients).  Either way a row tile reads one scalar per row and k.
+template <bool TA>
+constexpr int64_t a_index(int64_t lda, int64_t m, int64_t k) {
+  return TA ? k * lda + m : m * lda + k;
+}
+
+// C[m, 0:NB] (+)= sum_k op(A)[m, k] * block[k, 0:NB] for MR rows: MR * NV accumulators.
+template <typename T, int MR, int NV, bool TA = false>
 inline void tile(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict block,
                  T* __restrict C, int64_t ldc, bool accumulate) {
   using V = simd::Vec<T>;
@@ -64,12 +72,13 @@ inline void tile(int64_t K, const T* __restrict A, int64_t lda, const T* __restr
   for (int m = 0; m < MR; ++m)
     for (int v = 0; v < NV; ++v) acc[m][v] = accumulate ? V::loadu(C + m * ldc + L * v) : V::zero();
   const T* a[MR];
-  for (int m = 0; m < MR; ++m) a[m] = A + m * lda;
+  for (int m = 0; m < MR; ++m) a[m] = A + a_index<TA>(lda, m, 0);
+  const int64_t ks = TA ? lda : 1;  // k stride of op(A)
   for (int64_t k = 0; k < K; ++k) {
     R w[NV];
     for (int v = 0; v < NV; ++v) w[v] = V::load(block + k * NB + L * v);
     for (int m = 0; m < MR; ++m) {
-      const R x = V::set1(a[m][k]);
+      const R x = V::set1(a[m][k * ks]);
       for (int v = 0; v < NV; ++v) acc[m][v] = V::fmadd(x, w[v], acc[m][v]);
     }
   }
@@ -77,12 +86,12 @@ inline void tile(int64_t K, const T* __restrict A, int64_t lda, const T* __restr
     for (int v = 0; v < NV; ++v) V::storeu(C + m * ldc + L * v, acc[m][v]);
 }
 
-template <typename T, int NV, int R>
+template <typename T, int NV, int R, bool TA>
 inline void tail(int64_t rows, int64_t K, const T* A, int64_t lda, const T* block, T* C, int64_t ldc,
                  bool accumulate) {
   if constexpr (R > 0) {
-    if (rows == R) return tile<T, R, NV>(K, A, lda, block, C, ldc, accumulate);
-    tail<T, NV, R - 1>(rows, K, A, lda, block, C, ldc, accumulate);
+    if (rows == R) return tile<T, R, NV, TA>(K, A, lda, block, C, ldc, accumulate);
+    tail<T, NV, R - 1, TA>(rows, K, A, lda, block, C, ldc, accumulate);
   }
 }
 
@@ -93,7 +102,7 @@ inline void tail(int64_t rows, int64_t K, const T* A, int64_t lda, const T* bloc
 // kernel, not tile<> with NCB = 1, because its loop order (the R broadcasts first, then one
 // weight vector at a time) holds R + 1 registers besides the accumulators: right for few rows,
 // a spill for tile<>'s MR rows, which holds NV weight vectors and one broadcast instead.
-template <typename T, int R, int NV, int NCB>
+template <typename T, int R, int NV, int NCB, bool TA>
 inline void tile_wide(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict block,
                       int64_t block_stride, T* __restrict C, int64_t ldc, bool accumulate) {
   using V = simd::Vec<T>;
@@ -106,7 +115,7 @@ inline void tile_wide(int64_t K, const T* __restrict A, int64_t lda, const T* __
         acc[m][c * NV + v] = accumulate ? V::loadu(C + m * ldc + c * NB + L * v) : V::zero();
   for (int64_t k = 0; k < K; ++k) {
     Reg x[R];
-    for (int m = 0; m < R; ++m) x[m] = V::set1(A[m * lda + k]);
+    for (int m = 0; m < R; ++m) x[m] = V::set1(A[a_index<TA>(lda, m, k)]);
     for (int c = 0; c < NCB; ++c)
       for (int v = 0; v < NV; ++v) {
         const Reg w = V::load(block + c * block_stride + k * NB + L * v);
@@ -128,7 +137,7 @@ constexpr int wide_blocks() {
   return n;
 }
 
-template <typename T, int NR, int R>
+template <typename T, int NR, int R, bool TA>
 void panel_gemm_few(int64_t K, const T* A, int64_t lda, const T* panel, T* C, int64_t ldc,
                     bool accumulate) {
   using S = Shape<T, NR>;
@@ -136,23 +145,26 @@ void panel_gemm_few(int64_t K, const T* A, int64_t lda, const T* panel, T* C, in
   for (int64_t k0 = 0; k0 < K; k0 += S::KC) {
     const int64_t kc = K - k0 < S::KC ? K - k0 : S::KC;
     for (int cb = 0; cb < NR / NB; cb += NCB)
-      tile_wide<T, R, S::NV, NCB>(kc, A + k0, lda, panel + (cb * K + k0) * NB, K * NB, C + cb * NB,
-                                  ldc, accumulate || k0 > 0);
+      tile_wide<T, R, S::NV, NCB, TA>(kc, A + a_index<TA>(lda, 0, k0), lda, panel + (cb * K + k0) * NB,
+                                      K * NB, C + cb * NB, ldc, accumulate || k0 > 0);
   }
 }
 
-// C[0:M, 0:NR] (+)= A[0:M, 0:K] panel, for a panel of K rows; MR rows at a time, K in slices
-// of KC, then block by block.  Fewer than 4 rows take the wide tiles above.
-template <typename T, int NR>
+// C[0:M, 0:NR] (+)= op(A)[0:M, 0:K] panel, for a panel of K rows; MR rows at a time, K in
+// slices of KC, then block by block.  Fewer than 4 rows take the wide tiles above.  Every
+// element of C adds its K terms in order, slice after slice, whatever M and the row tiles: a
+// product cut into row blocks, or into calls over consecutive whole slices of K (accumulate
+// set after the first), sums exactly as one call does.
+template <typename T, int NR, bool TA = false>
 void panel_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* panel, T* C, int64_t ldc,
                 bool accumulate) {
   using S = Shape<T, NR>;
   constexpr int MR = S::MR, NV = S::NV, NB = S::NB;
   if (M <= 0) return;
   if constexpr (NR / NB > 1) {
-    if (M == 1) return panel_gemm_few<T, NR, 1>(K, A, lda, panel, C, ldc, accumulate);
-    if (M == 2) return panel_gemm_few<T, NR, 2>(K, A, lda, panel, C, ldc, accumulate);
-    if (M == 3) return panel_gemm_few<T, NR, 3>(K, A, lda, panel, C, ldc, accumulate);
+    if (M == 1) return panel_gemm_few<T, NR, 1, TA>(K, A, lda, panel, C, ldc, accumulate);
+    if (M == 2) return panel_gemm_few<T, NR, 2, TA>(K, A, lda, panel, C, ldc, accumulate);
+    if (M == 3) return panel_gemm_few<T, NR, 3, TA>(K, A, lda, panel, C, ldc, accumulate);
   }
   // Row tiles as even as possible (32 rows: 6 6 5 5 5 5, not 6 6 6 6 6 2): a short tile has
   // too few accumulators to keep the FMA units busy.
@@ -160,15 +172,15 @@ void panel_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* panel, T
   for (int64_t k0 = 0; k0 < K; k0 += S::KC) {
     const int64_t kc = K - k0 < S::KC ? K - k0 : S::KC;
     const bool acc = accumulate || k0 > 0;
-    const T* a = A + k0;
     for (int cb = 0; cb < NR / NB; ++cb) {
       const T* pk = panel + (cb * K + k0) * NB;
       T* c = C + cb * NB;
       int64_t m = 0;
       for (int64_t i = 0; i < tiles; ++i) {
         const int64_t rows = base + (i < longer ? 1 : 0);
-        if (rows == MR) tile<T, MR, NV>(kc, a + m * lda, lda, pk, c + m * ldc, ldc, acc);
-        else tail<T, NV, MR - 1>(rows, kc, a + m * lda, lda, pk, c + m * ldc, ldc, acc);
+        const T* a = A + a_index<TA>(lda, m, k0);
+        if (rows == MR) tile<T, MR, NV, TA>(kc, a, lda, pk, c + m * ldc, ldc, acc);
+        else tail<T, NV, MR - 1, TA>(rows, kc, a, lda, pk, c + m * ldc, ldc, acc);
         m += rows;
       }
     }

@@ -160,17 +160,27 @@ void column_sums(const T* a, int64_t rows, int64_t cols, T* out) {
   }
 }
 
+// The whole-sequence products C[M, N] = op(A) B (B row-major [K, N]; op(A) = A, or A^T for
+// A stored [K, M]) through the BLAS.  The packed loop brings its own (packed_products.h).
+struct BlasProducts {
+  template <typename T, bool TA>
+  static void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                   T* C, int64_t ldc) {
+    blas::gemm<T>(TA, false, M, N, K, T(1), A, lda, B, ldb, T(0), C, ldc);
+  }
+};
+
 // After the time loop: dx and the weight and bias gradients as single GEMMs over all steps.
 // dgi / dgh: gate gradients [T, B, G*H] (the W_ih and W_hh rows; the same array except for the
 // GRU), zero at padded rows.
 // bias_done: the caller has already written db_ih and db_hh.
-template <typename T, class Cell>
+template <typename T, class Cell, class Products = BlasProducts>
 void whole_sequence_gradients(const Seq& q, const Cell& cell, const Weights<T>& w,
                               const BackwardArgs<T>& a, const T* dgi, const T* dgh,
                               bool bias_done = false) {
   const int64_t TB = q.T * q.B, GH = Cell::kGates * q.H, I = q.I, W = cell.width();
   throw_if_interrupted(/*before_long_work=*/true);
-  blas::gemm<T>(false, false, TB, I, GH, T(1), dgi, GH, w.w_ih, I, T(0), a.dx, I);
+  Products::template gemm<T, false>(TB, I, GH, dgi, GH, w.w_ih, I, a.dx, I);
   zero_padding(q, a.dx, I);  // exact zeros past each length (0 * inf in W_ih would be NaN)
   // Padded steps of x are never read: a NaN there must not reach dW_ih through 0 * NaN.
   const T* x = a.x;
@@ -184,9 +194,9 @@ void whole_sequence_gradients(const Seq& q, const Cell& cell, const Weights<T>& 
     x = x_clean.data();
   }
   throw_if_interrupted(/*before_long_work=*/true);
-  blas::gemm<T>(true, false, GH, I, TB, T(1), dgi, GH, x, I, T(0), a.dw_ih, I);
+  Products::template gemm<T, true>(GH, I, TB, dgi, GH, x, I, a.dw_ih, I);
   throw_if_interrupted(/*before_long_work=*/true);
-  blas::gemm<T>(true, false, GH, q.P, TB, T(1), dgh, GH, a.ws + cell.off_hprev(), W, T(0), a.dw_hh, q.P);
+  Products::template gemm<T, true>(GH, q.P, TB, dgh, GH, a.ws + cell.off_hprev(), W, a.dw_hh, q.P);
   if (!bias_done) {
     column_sums(dgi, TB, GH, a.db_ih);
     column_sums(dgh, TB, GH, a.db_hh);

@@ -1,0 +1,102 @@
+// The whole-sequence products of the packed backward (dx and the weight gradients) on the
+// packed kernel of packed_gemm.h, so that the fast path's speed does not depend on which
+// kernels the BLAS picked (OPENBLAS_CORETYPE, an old OpenBLAS, a BLAS without kernels for
+// this CPU).
+//
+//   C[M, N] = op(A) B     B row-major [K, N];  op(A) = A ([M, K]) or, with TA, A^T (A: [K, M])
+//
+// K goes in chunks of whole kernel slices.  Per chunk, B is packed into column panels (and A^T
+// copied to row blocks), then the product is cut into row blocks, each across all panels; a
+// thread claims one at a time.  The cuts depend on the shape alone and every element of C adds
+// its K terms in order (packed_gemm.h: panel_gemm), so results are bit-identical at any thread
+// count.
+#pragma once
+
+#include "simd.h"
+
+#if FUSEDRNN_PACKED_LOOP
+
+#include <algorithm>
+#include <cstdint>
+
+#include "memory.h"
+#include "packed_gemm.h"
+#include "threading.h"
+
+namespace fusedrnn::cpu::FUSEDRNN_ISA::packed {
+
+template <typename T, bool TA>
+void sequence_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                   T* C, int64_t ldc) {
+  constexpr int NR = 64;
+  using S = Shape<T, NR>;
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
+    return;
+  }
+  const int64_t npan = (N + NR - 1) / NR;
+  // K per chunk: 1024, whole slices of the kernel.  The packed copies then hold 1024 rows of B
+  // (and of A), whatever T is.
+  const int64_t KO = S::KC * std::max<int64_t>(1, 1024 / S::KC);
+  // Row blocks of whole row tiles whose slice of op(A) (KC deep) is ~96 KiB: it stays in L2
+  // while it passes every panel, and each block of a panel is used by all its row tiles while
+  // in L1 (measured on AVX2 at K >= KC: 4 tiles for float, 2 for double; twice that was 10-20%
+  // slower).  At least 8 blocks where M allows, for the threads to share.
+  const int64_t kd = std::min<int64_t>(K, S::KC);
+  const int64_t fit = (96 << 10) / (S::MR * kd * static_cast<int64_t>(sizeof(T)));
+  const int64_t MB = S::MR * std::max<int64_t>(1, std::min(fit, M / (8 * S::MR)));
+  const int64_t nrb = (M + MB - 1) / MB;
+  const int64_t kmax = std::min(K, KO);
+  // The last panel, where N is not a whole number of panels, is summed here and copied out.
+  const bool ragged = N % NR != 0;
+  Buffer<T> panels(kmax * npan * NR, "packed products"), rows_t(TA ? kmax * M : 0, "packed products"),
+      last(ragged ? M * NR : 0, "packed products");
+
+  // A product of a few MFLOP is over before a second thread would have started.
+  const int nt = 2.0 * M * N * K < 4e6 ? 1 : fusedrnn::threads_now();
+  for (int64_t k0 = 0; k0 < K; k0 += KO) {
+    if (k0 > 0) fusedrnn::throw_if_interrupted(/*before_long_work=*/true);
+    const int64_t kc = std::min(KO, K - k0);
+    T* pk = panels.data();
+    // Packing: units 0..npan-1 pack a panel of B each; with TA, the next units copy 64 rows
+    // of A each (read whole, in order) into the row blocks' [kc, rows] buffers: read in place,
+    // op(A)'s rows lie lda apart (a page apart for a large layer) and the tiles stall on the
+    // loads.
+    const int64_t a_units = TA ? (kc + 63) / 64 : 0;
+    auto pack = [&](int64_t u) noexcept {
+      if (u < npan) return pack_cols<T, NR>(B + k0 * ldb, ldb, kc, N, u * NR, pk + u * kc * NR);
+      const int64_t e = std::min(kc, (u - npan + 1) * 64);
+      for (int64_t k = (u - npan) * 64; k < e; ++k) {
+        const T* src = A + (k0 + k) * lda;
+        for (int64_t r0 = 0; r0 < M; r0 += MB) {
+          const int64_t rows = std::min(MB, M - r0);
+          std::copy(src + r0, src + r0 + rows, rows_t.data() + r0 * kc + k * rows);
+        }
+      }
+    };
+    // Row block rb across every panel.
+    auto block = [&](int64_t rb) noexcept {
+      const int64_t r0 = rb * MB, rows = std::min(MB, M - r0);
+      const T* a = TA ? rows_t.data() + r0 * kc : A + a_index<TA>(lda, r0, k0);
+      const int64_t la = TA ? rows : lda;
+      for (int64_t p = 0; p < npan; ++p) {
+        const bool tail = ragged && p == npan - 1;
+        T* c = tail ? last.data() + r0 * NR : C + r0 * ldc + p * NR;
+        panel_gemm<T, NR, TA>(rows, kc, a, la, pk + p * kc * NR, c, tail ? NR : ldc, k0 > 0);
+      }
+    };
+    using Pack = decltype(pack);
+    using Block = decltype(block);
+    fusedrnn::parallel_for(npan + a_units, nt, [](void* f, int64_t i) { (*static_cast<Pack*>(f))(i); }, &pack);
+    fusedrnn::parallel_for(nrb, nt, [](void* f, int64_t i) { (*static_cast<Block*>(f))(i); }, &block);
+  }
+  if (ragged) {
+    const int64_t c0 = (npan - 1) * NR;
+    for (int64_t i = 0; i < M; ++i) std::copy(last.data() + i * NR, last.data() + i * NR + (N - c0), C + i * ldc + c0);
+  }
+}
+
+}  // namespace fusedrnn::cpu::FUSEDRNN_ISA::packed
+
+#endif  // FUSEDRNN_PACKED_LOOP
