@@ -47,8 +47,7 @@ void call(bool ta, bool tb, blasint M, blasint N, blasint K, double alpha, const
   scipy_cblas_dgemm(CblasRowMajor, op(ta), op(tb), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-// Below this many flops a product is one BLAS call.
-constexpr double kSplitFlops = 4e6;
+// Below fusedrnn::kSplitFlops (threading.h) a product is one BLAS call.
 // Larger products are cut into blocks of at least this many flops and at least kMinBlockUnits
 // * 16 rows or columns (multiples of 16 keep the pieces aligned with the BLAS kernels), at most
 // kMaxBlocks.  Every block re-packs the operand the blocks share: below ~256 rows or columns
@@ -92,7 +91,7 @@ constexpr double kMaxPartialBytes = 16.0 * (1 << 20);
 Split split_of(int64_t M, int64_t N, int64_t K, size_t elem) {
   Split s{M >= N ? Along::rows : Along::cols, M >= N ? M : N, 1};
   const double flops = 2.0 * M * N * K;
-  if (flops < kSplitFlops) return s;
+  if (flops < fusedrnn::kSplitFlops) return s;
   const int64_t units = (s.extent + 15) / 16;
   const int64_t most = std::min(kMaxBlocks, static_cast<int64_t>(flops / kBlockFlops));
   s.blocks = std::max<int64_t>(1, std::min(units / kMinBlockUnits, most));

@@ -53,8 +53,7 @@ void sequence_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, con
   Buffer<T> panels(kmax * npan * NR, "packed products"), rows_t(TA ? kmax * M : 0, "packed products"),
       last(ragged ? M * NR : 0, "packed products");
 
-  // A product of a few MFLOP is over before a second thread would have started.
-  const int nt = 2.0 * M * N * K < 4e6 ? 1 : fusedrnn::threads_now();
+  const int nt = 2.0 * M * N * K < fusedrnn::kSplitFlops ? 1 : fusedrnn::threads_now();
   for (int64_t k0 = 0; k0 < K; k0 += KO) {
     if (k0 > 0) fusedrnn::throw_if_interrupted(/*before_long_work=*/true);
     const int64_t kc = std::min(KO, K - k0);
@@ -81,9 +80,9 @@ void sequence_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, con
       const T* a = TA ? rows_t.data() + r0 * kc : A + a_index<TA>(lda, r0, k0);
       const int64_t la = TA ? rows : lda;
       for (int64_t p = 0; p < npan; ++p) {
-        const bool tail = ragged && p == npan - 1;
-        T* c = tail ? last.data() + r0 * NR : C + r0 * ldc + p * NR;
-        panel_gemm<T, NR, TA>(rows, kc, a, la, pk + p * kc * NR, c, tail ? NR : ldc, k0 > 0);
+        const bool in_last = ragged && p == npan - 1;
+        T* c = in_last ? last.data() + r0 * NR : C + r0 * ldc + p * NR;
+        panel_gemm<T, NR, TA>(rows, kc, a, la, pk + p * kc * NR, c, in_last ? NR : ldc, k0 > 0);
       }
     };
     using Pack = decltype(pack);

@@ -43,6 +43,9 @@ int cgroup_cpu_limit(const std::string& root);
 // on the calling thread.  body must not throw.  Reports each multi-threaded run to the
 // contention guard below.
 using IndexBody = void (*)(void* ctx, int64_t i);
+// A matrix product of fewer flops than this is done before a second thread would have
+// started: the split products (the BLAS path and the packed loop's) run it on the calling thread.
+constexpr double kSplitFlops = 4e6;
 void parallel_for(int64_t n, int threads, IndexBody body, void* ctx);
 
 // --- Oversubscription ----------------------------------------------------------------------
