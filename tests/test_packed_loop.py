@@ -5,8 +5,8 @@ really ran (_core.packed_loop_calls) and that the baseline build keeps the gener
 Shapes aim at the loop's edges: row counts that are not a multiple of the tile's MR (B = 1,
 7, 13), H not a multiple of any panel width, steps big enough that 2 threads split the units,
 a reduction longer than one K slice (the backward of an LSTM with G*H > 1024), lengths,
-reverse, relu, the LSTM projection (P < H, P > H; its backward is still the generic loop), and
-whole-sequence products (dx, dW) deeper than one chunk of 1024 rows.
+reverse, relu, the LSTM projection (P < H, P > H, P below one vector), and whole-sequence
+products (dx, dW, dW_hr) deeper than one chunk of 1024 rows.
 """
 
 import numpy as np
@@ -67,10 +67,8 @@ def test_packed_loop_matches_reference(rng, packed_isa, threads, config, T, B, I
     before = _core.packed_loop_calls()
     what = f"{config}/isa={packed_isa}/threads={threads}"
     check_against_reference(rng, cell, act, case, dtype, what, reverse=reverse)
-    # the training forward and the backward (the oracle is NumPy and calls nothing); the
-    # backward with a projection still takes the generic loop
-    expected = 1 if proj else 2
-    assert _core.packed_loop_calls() - before == expected, f"{what}: the packed loop did not run"
+    # the training forward and the backward (the oracle is NumPy and calls nothing)
+    assert _core.packed_loop_calls() - before == 2, f"{what}: the packed loop did not run"
     inf = run_forward(ops, cell, act, case, reverse=reverse)
     trn = run_forward(ops, cell, act, case, reverse=reverse, training=True)
     for a, b in zip(inf[:3], trn[:3]):
@@ -79,15 +77,17 @@ def test_packed_loop_matches_reference(rng, packed_isa, threads, config, T, B, I
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("config", ["lstm-tanh", "gru", "rnn-relu"])
-def test_whole_sequence_products_in_chunks(packed_isa, config, dtype):
+@pytest.mark.parametrize("config,proj", [("lstm-tanh", 0), ("lstm-tanh", 150), ("gru", 0), ("rnn-relu", 0)],
+                         ids=["lstm-tanh", "lstm-tanh-P150", "gru", "rnn-relu"])
+def test_whole_sequence_products_in_chunks(packed_isa, config, proj, dtype):
     """dx and the weight gradients after the packed backward run on the packed kernel, summed
     over chunks of 1024 rows of the depth: T*B = 2240 rows (two whole chunks and a partial one)
-    for dW, G*H = 1080 for the LSTM's dx, and I = 70, H = 270 not whole 64-column panels.
-    Against the reference, and bit-identical at one and two threads."""
+    for dW (and dW_hr with a projection), G*H = 1080 for the LSTM's dx, and I = 70, H = 270,
+    P = 150 not whole 64-column panels.  Against the reference, and bit-identical at one and
+    two threads (the projected backward splits its units and its columns of h differently)."""
     cell, act = CELL_CONFIGS[config]
     T, B, I, H = 35, 64, 70, 270
-    case = make_case(np.random.default_rng(4), cell, T, B, I, H, dtype)
+    case = make_case(np.random.default_rng(4), cell, T, B, I, H, dtype, proj=proj)
     case["lengths"] = make_lengths(np.random.default_rng(5), T, B)
     before = fusedrnn.get_num_threads()
     _core.set_contention_guard(False)
@@ -118,10 +118,3 @@ def test_baseline_keeps_the_generic_loop(rng):
     finally:
         _core.set_isa(original)
 
-
-def test_projection_backward_takes_the_generic_loop(rng, packed_isa):
-    case = make_case(rng, "lstm", 3, 2, 4, 10, np.float64, proj=4)
-    out, h_n, c_n, cache = run_forward(ops, "lstm", "tanh", case, training=True)
-    before = _core.packed_loop_calls()
-    ops.lstm_backward(cache, np.ones_like(out))
-    assert _core.packed_loop_calls() == before

@@ -349,34 +349,48 @@ struct PackedProducts {
   }
 };
 
-// NR: dh units per panel (columns of W_hh); see fused_backward.
+// NR: units per panel (columns of W_hh, and of W_hr with a projection); see fused_backward.
+//
+// With the LSTM projection (h' = hcore W_hr^T, P columns) a step has two phases, as in the
+// forward: each thread adds dout to its own columns of dh (a barrier publishes them), turns
+// them into d hcore = dh W_hr for its own units and those into gate gradients (a second barrier
+// publishes these), then computes its own columns of the next dh = dG W_hh.
 template <typename T, class Cell, int NR>
 void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, const BackwardArgs<T>& a) {
   constexpr int64_t G = Cell::kGates;
   constexpr int64_t U = NR;
-  const int64_t B = q.B, H = q.H, GH = G * H, W = cell.width(), TB = q.T * B;
-  const int64_t npan = (H + U - 1) / U, ldh = npan * U;
+  const int64_t B = q.B, H = q.H, P = q.P, GH = G * H, W = cell.width(), TB = q.T * B;
+  const bool proj = w.w_hr != nullptr;
+  // Panels of units (the cell's H) and of the columns of h (P; the same panels without a
+  // projection).
+  const int64_t npan = (H + U - 1) / U, nhp = proj ? (P + U - 1) / U : npan;
+  const int64_t ldh = nhp * U, ldu = npan * U;
 
   // Gate gradients [T, B, G*H]: every reached row is written below, so only the padded rows
-  // need zeros (the whole-sequence GEMMs read them).
+  // need zeros (the whole-sequence GEMMs read them).  The same for dht, the gradient reaching
+  // each step's h' [T, B, P] (dW_hr's rows).
   packed::Buffer<T> dgi(TB * GH, "gate gradients"),
-      dgh_own(Cell::kSeparateDgh ? TB * GH : 0, "gate gradients");
+      dgh_own(Cell::kSeparateDgh ? TB * GH : 0, "gate gradients"),
+      dht(proj ? TB * P : 0, "projection gradients");
   T* dgh = Cell::kSeparateDgh ? dgh_own.data() : dgi.data();
   zero_padding(q, dgi.data(), GH);
   if constexpr (Cell::kSeparateDgh) zero_padding(q, dgh, GH);
+  if (proj) zero_padding(q, dht.data(), P);
   zero_row(a.db_ih, GH);
   zero_row(a.db_hh, GH);
-  packed::Buffer<T> whh(npan * GH * U, "packed recurrent weights"), step0(B * GH, "step gradients"),
-      step1(B * GH, "step gradients");
+  packed::Buffer<T> whh(nhp * GH * U, "packed recurrent weights"),
+      whr(proj ? npan * P * U : 0, "packed projection weights"), step0(B * GH, "step gradients"),
+      step1(B * GH, "step gradients"), dtot_rows(proj ? B * ldh : 0, "step gradients"),
+      dcore(proj ? B * ldu : 0, "step gradients");
   std::vector<T> dh(B * ldh, T(0)), dh_next(B * ldh, T(0)), dc, dc_next;
-  for (int64_t b = 0; b < B; ++b) copy_row(dh.data() + b * ldh, a.dh_n + b * H, H);
+  for (int64_t b = 0; b < B; ++b) copy_row(dh.data() + b * ldh, a.dh_n + b * P, P);
   if constexpr (Cell::kHasCell) {
     dc.assign(a.dc_n, a.dc_n + B * H);
     dc_next.resize(B * H);
   }
-  const int nt = threads_for(2 * B * GH * H, npan);
+  const int nt = threads_for(2 * B * GH * P + (proj ? 2 * B * P * H : 0), std::max(npan, nhp));
   // Allocated before the parallel region: nothing inside it may throw.
-  packed::Buffer<T> dtot_all(ldh, "step gradients");
+  packed::Buffer<T> dtot_all(ldu, "step gradients");
   StepBarrier barrier;
   LoopControl ctl;
   int team = 1;
@@ -390,13 +404,19 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
       team = omp_get_num_threads();
       barrier.reset(team);
     }
-    int64_t p0, p1;
+    // Shares: units [j0, j1) of panels [p0, p1), and columns of h [k0, k1) of panels [h0, h1).
+    int64_t p0, p1, h0, h1;
     share(npan, tid, omp_get_num_threads(), p0, p1);
+    share(nhp, tid, omp_get_num_threads(), h0, h1);
     ctl.note_share(tid, npan, omp_get_num_threads(), p0, p1);
-    // dh = dG W_hh: panel p holds columns p*U.. of W_hh [GH, H].
-    for (int64_t p = p0; p < p1; ++p) packed::pack_cols<T, NR>(w.w_hh, H, GH, H, p * U, whh.data() + p * GH * U);
+    // dh = dG W_hh: panel p holds columns p*U.. of W_hh [GH, P]; d hcore = dh W_hr: panel p
+    // holds columns p*U.. of W_hr [P, H].  Each thread packs and uses only its own panels.
+    for (int64_t p = h0; p < h1; ++p) packed::pack_cols<T, NR>(w.w_hh, P, GH, P, p * U, whh.data() + p * GH * U);
+    if (proj)
+      for (int64_t p = p0; p < p1; ++p) packed::pack_cols<T, NR>(w.w_hr, H, P, H, p * U, whr.data() + p * P * U);
     const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U), nj = j1 - j0;
-    T* dtot = dtot_all.data() + j0;  // this thread's units
+    const int64_t k0 = h0 * U, k1 = std::min(P, h1 * U), nk = std::max<int64_t>(0, k1 - k0);
+    T* dtot = dtot_all.data() + j0;  // this thread's units (without a projection)
     T* dhc = dh.data();
     T* dhn = dh_next.data();
     T* dcc = Cell::kHasCell ? dc.data() : nullptr;
@@ -404,24 +424,49 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
 
     for (int64_t s = q.T - 1; s >= 0; --s) {
       T* step = (s & 1) ? step1.data() : step0.data();
+      if (proj) {
+        // The gradient reaching h' (own columns), kept for dW_hr; then d hcore (own units).
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t t = q.time_of(s, b);
+          T* d = dtot_rows.data() + b * ldh;
+          if (t < 0) {
+            zero_row(d + k0, nk);
+            continue;
+          }
+          const int64_t r = t * B + b;
+          const T* dhb = dhc + b * ldh;
+          const T* dout = a.dout + r * P;
+          for (int64_t k = k0; k < k1; ++k) d[k] = dhb[k] + dout[k];
+          copy_row(dht.data() + r * P + k0, d + k0, nk);
+        }
+        ctl.wait(barrier, tid);  // every column of the step's dh
+        for (int64_t p = p0; p < p1; ++p)
+          packed::panel_gemm<T, NR>(B, P, dtot_rows.data(), ldh, whr.data() + p * P * U,
+                                    dcore.data() + p * U, ldu, false);
+      }
       if (nj > 0) {
         for (int64_t b = 0; b < B; ++b) {
           const int64_t t = q.time_of(s, b);
           T* srow = step + b * GH;
           if (t < 0) {  // finished rows pass their state gradient through untouched
-            copy_row(dhn + b * ldh + j0, dhc + b * ldh + j0, nj);
+            if (!proj) copy_row(dhn + b * ldh + j0, dhc + b * ldh + j0, nj);
             if constexpr (Cell::kHasCell) copy_row(dcn + b * H + j0, dcc + b * H + j0, nj);
             for (int64_t g = 0; g < G; ++g) zero_row(srow + g * H + j0, nj);
             continue;
           }
           const int64_t r = t * B + b;
-          const T* dout = a.dout + r * H + j0;
-          const T* dhb = dhc + b * ldh + j0;
-          for (int64_t j = 0; j < nj; ++j) dtot[j] = dhb[j] + dout[j];
-          if constexpr (!Cell::kDirectPath) zero_row(dhn + b * ldh + j0, nj);
-          cell.backward_row(nj, a.ws + r * W + j0, dtot,
+          const T* dcell = dtot;
+          if (proj) {
+            dcell = dcore.data() + b * ldu + j0;
+          } else {
+            const T* dout = a.dout + r * P + j0;
+            const T* dhb = dhc + b * ldh + j0;
+            for (int64_t j = 0; j < nj; ++j) dtot[j] = dhb[j] + dout[j];
+            if constexpr (!Cell::kDirectPath) zero_row(dhn + b * ldh + j0, nj);
+          }
+          cell.backward_row(nj, a.ws + r * W + j0, dcell,
                             Cell::kHasCell ? dcc + b * H + j0 : nullptr, dgi.data() + r * GH + j0,
-                            dgh + r * GH + j0, dhn + b * ldh + j0,
+                            dgh + r * GH + j0, proj ? nullptr : dhn + b * ldh + j0,
                             Cell::kHasCell ? dcn + b * H + j0 : nullptr);
           for (int64_t g = 0; g < G; ++g) {
             const int64_t o = g * H + j0;
@@ -435,16 +480,18 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
       ctl.poll(tid, s);
       ctl.wait(barrier, tid);
       if (ctl.stop(s)) break;
-      for (int64_t p = p0; p < p1; ++p)
-        packed::panel_gemm<T, NR>(B, GH, step, GH, whh.data() + p * GH * U, dhn + p * U, ldh, true);
+      // Own columns of the next dh: added to the direct path without a projection (the cell
+      // wrote it, or zeros), written whole with one.
+      for (int64_t p = h0; p < h1; ++p)
+        packed::panel_gemm<T, NR>(B, GH, step, GH, whh.data() + p * GH * U, dhn + p * U, ldh, !proj);
       if (q.lengths)  // finished rows keep their gradient (0 * inf in W_hh must not reach it)
         for (int64_t b = 0; b < B; ++b)
-          if (q.time_of(s, b) < 0) copy_row(dhn + b * ldh + j0, dhc + b * ldh + j0, nj);
+          if (q.time_of(s, b) < 0) copy_row(dhn + b * ldh + k0, dhc + b * ldh + k0, nk);
       std::swap(dhc, dhn);
       if constexpr (Cell::kHasCell) std::swap(dcc, dcn);
     }
     for (int64_t b = 0; b < B; ++b) {
-      copy_row(a.dh0 + b * H + j0, dhc + b * ldh + j0, nj);
+      copy_row(a.dh0 + b * P + k0, dhc + b * ldh + k0, nk);
       if constexpr (Cell::kHasCell) copy_row(a.dc0 + b * H + j0, dcc + b * H + j0, nj);
     }
   }
@@ -452,6 +499,11 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
 
   if constexpr (!Cell::kSeparateDgh) copy_row(a.db_hh, a.db_ih, GH);
   whole_sequence_gradients<T, Cell, PackedProducts>(q, cell, w, a, dgi.data(), dgh, /*bias_done=*/true);
+  if (proj) {
+    throw_if_interrupted(/*before_long_work=*/true);
+    // dW_hr = sum over steps of dh'^T hcore
+    PackedProducts::gemm<T, true>(P, H, TB, dht.data(), P, a.ws + cell.off_hcore(), W, a.dw_hr, H);
+  }
 }
 
 // Panels of 64 units, or of 32 where H is small enough that 64 would leave a thread without

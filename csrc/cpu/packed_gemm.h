@@ -214,7 +214,7 @@ void pack_cols(const T* W, int64_t ldw, int64_t K, int64_t N, int64_t c0, T* pan
     const int64_t n = N - first < 0 ? 0 : (N - first < NB ? N - first : NB);
     for (int64_t k = 0; k < K; ++k) {
       T* dst = panel + (cb * K + k) * NB;
-      if (n > 0) std::memcpy(dst, W + k * ldw + first, sizeof(T) * n);
+      simd::copy_short(dst, W + k * ldw + first, n);
       for (int64_t c = n; c < NB; ++c) dst[c] = T(0);
     }
   }

@@ -70,7 +70,7 @@ void sequence_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, con
         const T* src = A + (k0 + k) * lda;
         for (int64_t r0 = 0; r0 < M; r0 += MB) {
           const int64_t rows = std::min(MB, M - r0);
-          std::copy(src + r0, src + r0 + rows, rows_t.data() + r0 * kc + k * rows);
+          simd::copy_short(rows_t.data() + r0 * kc + k * rows, src + r0, rows);
         }
       }
     };

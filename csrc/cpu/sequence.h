@@ -23,16 +23,26 @@
 #include "fusedrnn/common.h"
 #include "kernels.h"
 #include "memory.h"
+#include "simd.h"
 #include "threading.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA {
 
+// Rows up to simd::kZeroBytes are copied and zeroed in vector moves where the build has them
+// (simd.h), longer ones by the C library.
+
 template <typename T>
 inline void copy_row(T* dst, const T* src, int64_t n) {
+#if FUSEDRNN_PACKED_LOOP
+  if (n * static_cast<int64_t>(sizeof(T)) <= simd::kZeroBytes) return simd::copy_short(dst, src, n);
+#endif
   std::memcpy(dst, src, sizeof(T) * n);
 }
 template <typename T>
 inline void zero_row(T* dst, int64_t n) {
+#if FUSEDRNN_PACKED_LOOP
+  if (n * static_cast<int64_t>(sizeof(T)) <= simd::kZeroBytes) return simd::zero_short(dst, n);
+#endif
   std::memset(dst, 0, sizeof(T) * n);
 }
 
@@ -293,8 +303,7 @@ void run_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const Bac
 namespace fusedrnn::cpu::FUSEDRNN_ISA {
 
 // Entry points: pick the loop and turn the runtime flags into template arguments.  The packed,
-// threaded loop runs wherever the build has one (simd.h); the backward of the LSTM with a
-// projection still takes the generic loop.
+// threaded loop runs wherever the build has one (simd.h), the generic loop elsewhere.
 template <typename T, class Cell>
 void forward_entry(const Seq& q, const Cell& cell, const Weights<T>& w, const ForwardArgs<T>& a,
                    bool training) {
@@ -311,12 +320,11 @@ void forward_entry(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
 template <typename T, class Cell>
 void backward_entry(const Seq& q, const Cell& cell, const Weights<T>& w, const BackwardArgs<T>& a) {
 #if FUSEDRNN_PACKED_LOOP
-  if (!w.w_hr) {
-    note_packed_loop();
-    return fused_backward<T, Cell>(q, cell, w, a);
-  }
-#endif
+  note_packed_loop();
+  fused_backward<T, Cell>(q, cell, w, a);
+#else
   run_backward(q, cell, w, a);
+#endif
 }
 
 }  // namespace fusedrnn::cpu::FUSEDRNN_ISA
