@@ -154,10 +154,12 @@ void panel_gemm_few(int64_t K, const T* A, int64_t lda, const T* panel, T* C, in
 // slices of KC, then block by block.  Fewer than 4 rows take the wide tiles above.  Every
 // element of C adds its K terms in order, slice after slice, whatever M and the row tiles: a
 // product cut into row blocks, or into calls over consecutive whole slices of K (accumulate
-// set after the first), sums exactly as one call does.
+// set after the first), sums exactly as one call does.  blocks < NR / NB: only the first
+// blocks of NB columns are wanted (a product narrower than a panel); calls of four or more
+// rows compute just those and leave the rest of C untouched, fewer rows compute all.
 template <typename T, int NR, bool TA = false>
 void panel_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* panel, T* C, int64_t ldc,
-                bool accumulate) {
+                bool accumulate, int blocks = NR / Shape<T, NR>::NB) {
   using S = Shape<T, NR>;
   constexpr int MR = S::MR, NV = S::NV, NB = S::NB;
   if (M <= 0) return;
@@ -172,7 +174,7 @@ void panel_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* panel, T
   for (int64_t k0 = 0; k0 < K; k0 += S::KC) {
     const int64_t kc = K - k0 < S::KC ? K - k0 : S::KC;
     const bool acc = accumulate || k0 > 0;
-    for (int cb = 0; cb < NR / NB; ++cb) {
+    for (int cb = 0; cb < blocks; ++cb) {
       const T* pk = panel + (cb * K + k0) * NB;
       T* c = C + cb * NB;
       int64_t m = 0;

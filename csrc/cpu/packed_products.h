@@ -48,8 +48,11 @@ void sequence_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, con
   const int64_t MB = S::MR * std::max<int64_t>(1, std::min(fit, M / (8 * S::MR)));
   const int64_t nrb = (M + MB - 1) / MB;
   const int64_t kmax = std::min(K, KO);
-  // The last panel, where N is not a whole number of panels, is summed here and copied out.
+  // The last panel, where N is not a whole number of panels, is summed here and copied out,
+  // computed over only the blocks of NB columns that reach below N: a product narrower than a
+  // panel (dx and dW_ih of a model with few features) costs its width rounded up to NB, not NR.
   const bool ragged = N % NR != 0;
+  const int full = NR / S::NB, last_blocks = ragged ? static_cast<int>((N % NR + S::NB - 1) / S::NB) : full;
   Buffer<T> panels(kmax * npan * NR, "packed products"), rows_t(TA ? kmax * M : 0, "packed products"),
       last(ragged ? M * NR : 0, "packed products");
 
@@ -82,7 +85,8 @@ void sequence_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, con
       for (int64_t p = 0; p < npan; ++p) {
         const bool in_last = ragged && p == npan - 1;
         T* c = in_last ? last.data() + r0 * NR : C + r0 * ldc + p * NR;
-        panel_gemm<T, NR, TA>(rows, kc, a, la, pk + p * kc * NR, c, in_last ? NR : ldc, k0 > 0);
+        panel_gemm<T, NR, TA>(rows, kc, a, la, pk + p * kc * NR, c, in_last ? NR : ldc, k0 > 0,
+                              in_last ? last_blocks : full);
       }
     };
     using Pack = decltype(pack);
