@@ -415,7 +415,7 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
     if (proj)
       for (int64_t p = p0; p < p1; ++p) packed::pack_cols<T, NR>(w.w_hr, H, P, H, p * U, whr.data() + p * P * U);
     const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U), nj = j1 - j0;
-    const int64_t k0 = h0 * U, k1 = std::min(P, h1 * U), nk = std::max<int64_t>(0, k1 - k0);
+    const int64_t k0 = h0 * U, k1 = std::min(P, h1 * U), nk = k1 - k0;
     T* dtot = dtot_all.data() + j0;  // this thread's units (without a projection)
     T* dhc = dh.data();
     T* dhn = dh_next.data();

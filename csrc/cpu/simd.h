@@ -159,6 +159,7 @@ inline void copy_short(T* dst, const T* src, int64_t n) {
     V::keep(v);
     V::storeu(dst + j, v);
   }
+  if (j >= n) return;
   auto* d = reinterpret_cast<unsigned char*>(dst + j);
   auto* s = reinterpret_cast<const unsigned char*>(src + j);
   const int64_t rest = (n - j) * static_cast<int64_t>(sizeof(T));  // below one vector
