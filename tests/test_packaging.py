@@ -22,7 +22,7 @@ def _stub():
     functions, classes, attributes = {}, {}, set()
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):
-            functions[node.name] = [a.arg for a in node.args.args]
+            functions[node.name] = [a.arg for a in node.args.args + node.args.kwonlyargs]
         elif isinstance(node, ast.ClassDef):
             classes[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):

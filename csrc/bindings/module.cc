@@ -16,6 +16,7 @@ void bind_lstm(py::module_& m);
 void bind_gru(py::module_& m);
 void bind_rnn(py::module_& m);
 void bind_step(py::module_& m);
+void bind_optim(py::module_& m);
 }  // namespace fusedrnn::bind
 
 PYBIND11_MODULE(_core, m) {
@@ -27,6 +28,7 @@ PYBIND11_MODULE(_core, m) {
   bind::bind_gru(m);
   bind::bind_rnn(m);
   bind::bind_step(m);
+  bind::bind_optim(m);
 
   m.def("num_threads", &num_threads, "Threads the kernels use.");
   m.def("set_num_threads", [](int n) {

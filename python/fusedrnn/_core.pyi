@@ -37,6 +37,10 @@ def rnn_backward(x: _Array, w_ih: _Array, w_hh: _Array, w_hr: Optional[_Array],
 
 # --- threads (bindings/module.cc) ---------------------------------------------------------------
 
+def optimizer_update(rule: str, params: list[_Array], grads: list[_Array], slots: list[_Array], *,
+                     lr: float, scale: float = ..., momentum: float = ..., nesterov: bool = ...,
+                     beta_1: float = ..., beta_2: float = ..., epsilon: float = ..., rho: float = ...,
+                     lr_c1: float = ..., c2: float = ..., decay: float = ...) -> bool: ...
 def num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
 def thread_default() -> dict[str, Any]: ...  # threads, cpus, source, problem

@@ -209,7 +209,33 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
 
     name = "sparse_categorical_crossentropy"
 
+    def value_and_grad(self, y_true, y_pred, weights=None):
+        """From logits without weights (what Sequential's fused softmax feeds every step): the
+        class ids index the log-softmax instead of multiplying a one-hot target; the same
+        operations on the same values otherwise, so the results are those of the general
+        path (Loss.value_and_grad) bit for bit."""
+        y_pred = np.asarray(y_pred)
+        if not self.from_logits or weights is not None or y_pred.dtype.kind != "f" \
+                or y_pred.ndim < 2 or y_pred.size == 0:
+            return super().value_and_grad(y_true, y_pred, weights)
+        ids = self._ids(y_true, y_pred).reshape(-1)
+        rows = np.arange(ids.size)
+        z = y_pred.reshape(-1, y_pred.shape[-1])
+        with np.errstate(invalid="ignore", over="ignore"):
+            shifted = z - z.max(axis=-1, keepdims=True)
+            log_soft = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+            per = -log_soft[rows, ids]
+            dper = np.exp(log_soft)
+            dper[rows, ids] -= 1
+            value = float(per.sum(dtype=np.float64)) / ids.size
+            grad = np.multiply(dper, 1.0 / ids.size, dtype=np.float64).reshape(y_pred.shape)
+        return value, grad.astype(y_pred.dtype, copy=False)
+
     def _target(self, y_true, y_pred):
+        return _one_hot(self._ids(y_true, y_pred), y_pred.shape[-1], y_pred.dtype)
+
+    def _ids(self, y_true, y_pred):
+        """y_true checked and read as integer class ids of y_pred's shape without its last axis."""
         y = np.asarray(y_true)
         if y.ndim == y_pred.ndim and y.shape[-1:] == (1,):
             y = y[..., 0]
@@ -226,7 +252,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         if y.size and (y.min() < 0 or y.max() >= C):
             raise ValueError(f"{self.name}: class ids must lie in 0..{C - 1}, got values from "
                              f"{y.min()} to {y.max()}")
-        return _one_hot(y, C, y_pred.dtype)
+        return y
 
 
 def _one_hot(ids, C, dtype):

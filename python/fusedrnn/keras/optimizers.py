@@ -20,6 +20,8 @@ import numbers
 
 import numpy as np
 
+from .. import _core
+
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "ExponentialDecay", "CosineDecay",
            "PiecewiseConstantDecay", "get", "global_norm"]
 
@@ -133,6 +135,8 @@ def global_norm(grads) -> float:
 
 class Optimizer:
     _slots: tuple = ()  # names of the per-parameter state arrays
+    # _native_args(lr): the rule's constants for fusedrnn._core.optimizer_update, the same
+    # rule in one compiled pass (bit-identical to _update); used for the classes in _NATIVE.
 
     def __init__(self, learning_rate, global_clipnorm=None, clipnorm=None, clipvalue=None, *,
                  lr=None, name=None, decay=0.0):
@@ -161,9 +165,12 @@ class Optimizer:
     def apply(self, triples) -> None:
         """One step over (key, param, grad) triples, params updated in place.
 
-        The update runs once over all parameters laid end to end (one flat copy of the params
-        and grads, slot arrays kept flat with per-key views), not once per parameter: a model's
-        dozen small arrays would otherwise cost a dozen rounds of NumPy calls per step."""
+        The slot arrays are kept flat with per-key views.  The built-in rules run in one
+        compiled pass over the parameters (fusedrnn._core.optimizer_update, the same operations
+        in the same order as _update); otherwise, and for subclasses, _update runs once over
+        all parameters laid end to end (one flat copy of the params and grads), not once per
+        parameter: a model's dozen small arrays would otherwise cost a dozen rounds of NumPy
+        calls per step."""
         triples = list(triples)
         if not triples:
             return
@@ -184,6 +191,12 @@ class Optimizer:
                     g = g * p.dtype.type(scale)
                 slots = {name: self._slot(name, key, p) for name in self._slots}
                 self._update(p, g, lr, slots)
+            return
+        rule = _NATIVE.get(type(self))  # a subclass may change _update: NumPy
+        if rule is not None and _core.optimizer_update(
+                rule, [p for _, p, _ in triples], grads,
+                list(self._flat_slots(triples).values()), lr=lr, scale=scale,
+                **self._native_args(lr)):
             return
         flat_g = np.concatenate([g.reshape(-1) for g in grads])
         if scale != 1.0:
@@ -282,6 +295,9 @@ class SGD(Optimizer):
     def _options(self):
         return {"momentum": self.momentum, "nesterov": self.nesterov}
 
+    def _native_args(self, lr):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
+
     def _update(self, p, g, lr, slots):
         t = p.dtype.type
         if self.momentum == 0:
@@ -314,6 +330,11 @@ class Adam(Optimizer):
     def _options(self):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
+    def _native_args(self, lr):
+        step = self.iterations  # already counts this step
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
+                "lr_c1": lr / (1 - self.beta_1 ** step), "c2": 1 - self.beta_2 ** step}
+
     def _update(self, p, g, lr, slots):
         t = p.dtype.type
         m, v = slots["m"], slots["v"]
@@ -340,6 +361,9 @@ class AdamW(Adam):
     def _options(self):
         return {"weight_decay": self.weight_decay, **super()._options()}
 
+    def _native_args(self, lr):
+        return dict(super()._native_args(lr), decay=1 - lr * self.weight_decay)
+
     def _update(self, p, g, lr, slots):
         p *= p.dtype.type(1 - lr * self.weight_decay)
         super()._update(p, g, lr, slots)
@@ -360,6 +384,9 @@ class RMSprop(Optimizer):
     def _options(self):
         return {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon}
 
+    def _native_args(self, lr):
+        return {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon}
+
     def _update(self, p, g, lr, slots):
         t = p.dtype.type
         v = slots["v"]
@@ -378,6 +405,7 @@ class RMSprop(Optimizer):
 
 
 _BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+_NATIVE = {SGD: "sgd", Adam: "adam", AdamW: "adam", RMSprop: "rmsprop"}
 _CLASSES = {c.__name__: c for c in _BY_NAME.values()}
 
 

@@ -190,7 +190,7 @@ class Trainer:
         pred = self._forward(batch.x, training=train, lengths=batch.lengths)
         weights, count = _step_weights(pred, batch)
         self._loss_count = count if count is not None else \
-            float(np.sum(weights)) if weights is not None else float(np.prod(pred.shape[:-1]))
+            float(np.sum(weights)) if weights is not None else float(math.prod(pred.shape[:-1]))
         if weights is not None and count is not None and not np.any(weights):
             value, dz = 0.0, np.zeros_like(pred)  # every sample of the batch weighs 0
         else:
