@@ -81,7 +81,7 @@ case "$kind" in
            tests/test_layers_step.py tests/test_layers_nonfinite.py tests/test_errors.py
            tests/test_core_boundary.py tests/test_input_arrays.py tests/test_threads.py
            tests/test_layer_threads.py tests/test_concurrency.py tests/test_dispatch.py
-           tests/test_packed_cache.py)
+           tests/test_packed_cache.py tests/test_trainer_fast_paths.py)
     deselect=(--deselect tests/test_threads.py::test_two_threads_on_one_core_fall_back_to_one)
     ;;
 esac
