@@ -3,7 +3,7 @@
 // optimizers.py stays the definition: every operation below is the same IEEE operation, in the
 // same order and the same dtype (products and sums rounded one by one; this file is compiled
 // without contraction into fused multiply-adds), so the two give bit-identical parameters and
-// slots, which tests/test_optimizer_native.py checks.  What it saves is the NumPy calls: a
+// slots, which tests/test_trainer_fast_paths.py checks.  What it saves is the NumPy calls: a
 // dozen temporaries and round trips per step, which cost more than the arithmetic for the
 // parameter counts of small recurrent models.
 #include <algorithm>
