@@ -1,9 +1,10 @@
 """fusedrnn.onnx.export: the exported graph, run by onnxruntime, gives fusedrnn's forward.
 
 onnxruntime's CPU provider runs LSTM/GRU/RNN in float32 only, so float64 exports are run by
-onnx's own reference evaluator (which ignores sequence_lens and activations, so those cases
-are checked in float32 by onnxruntime).  Every exported file also passes onnx.checker with
-full_check.
+onnx's own reference evaluator, with its LSTM, GRU and RNN replaced by the operator
+definitions written out below in NumPy (onnx's own ignore sequence_lens, and the LSTM its
+activations); those are checked first against onnxruntime in float32.  Every exported file
+also passes onnx.checker with full_check.
 """
 
 import subprocess
@@ -107,6 +108,108 @@ def test_activations_and_bias_free(tmp_path, layer):
     _export_checked(layer, tmp_path / "m.onnx", lengths=True, initial_state=True)
     feeds, expected = _inputs(layer, 5, 4, np.random.default_rng(4), True, True)
     _assert_close(_session(tmp_path / "m.onnx").run(None, feeds), expected, TOL32)
+
+
+# --- float64: the recurrent operators as ONNX defines them ----------------------------------
+
+_ACTIVATIONS = {"Sigmoid": lambda v: 1 / (1 + np.exp(-v)), "Tanh": np.tanh,
+                "Relu": lambda v: np.maximum(v, 0)}
+_DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"],
+                        "RNN": ["Tanh"]}
+
+
+def _recurrent(kind, X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None,
+               P=None, activations=None, direction=None, layout=None, linear_before_reset=None,
+               **unused):
+    """One ONNX LSTM (gates i o f c), GRU (z r h) or RNN node, step by step in float64 from
+    the operator definitions: each sequence runs over its first sequence_lens steps (backwards
+    for the reverse direction), the outputs past them are zero and the final states are those
+    of its last step; activations per direction (f, g, h)."""
+    direction = direction.decode() if isinstance(direction, bytes) else direction or "forward"
+    if layout:  # (batch, time, ...) and (batch, dirs, ...): to the layout-0 axes
+        X = X.swapaxes(0, 1)
+        initial_h = None if initial_h is None else initial_h.swapaxes(0, 1)
+        initial_c = None if initial_c is None else initial_c.swapaxes(0, 1)
+    T, N = X.shape[:2]
+    D, H = W.shape[0], R.shape[-1]
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
+    k = len(_DEFAULT_ACTIVATIONS[kind])
+    names = [a.decode() if isinstance(a, bytes) else a for a in activations or []]
+    names = names or _DEFAULT_ACTIVATIONS[kind] * D
+    lens = np.full(N, T) if sequence_lens is None else sequence_lens
+    Y = np.zeros((T, D, N, H), X.dtype)
+    Y_h = np.zeros((D, N, H), X.dtype)
+    Y_c = np.zeros((D, N, H), X.dtype)
+    for d in range(D):
+        f = [_ACTIVATIONS[a] for a in names[d * k:(d + 1) * k]]
+        Wb, Rb = (B[d][:G * H], B[d][G * H:]) if B is not None else (0, 0)
+        for n in range(N):
+            h = np.zeros(H) if initial_h is None else initial_h[d, n]
+            c = np.zeros(H) if initial_c is None else initial_c[d, n]
+            steps = range(lens[n])
+            for t in (reversed(steps) if direction == "reverse" or d == 1 else steps):
+                xw = X[t, n] @ W[d].T + Wb
+                if kind == "LSTM":
+                    i, o, fg, cc = np.split(xw + h @ R[d].T + Rb, 4)
+                    c = f[0](fg) * c + f[0](i) * f[1](cc)
+                    h = f[0](o) * f[2](c)
+                elif kind == "GRU":
+                    xz, xr, xh = np.split(xw, 3)
+                    Rz, Rr, Rh = np.split(R[d], 3)
+                    bz, br, bh = np.split(Rb, 3) if B is not None else (0, 0, 0)
+                    z, r = f[0](xz + h @ Rz.T + bz), f[0](xr + h @ Rr.T + br)
+                    hh = f[1](xh + (r * (h @ Rh.T + bh) if linear_before_reset else (r * h) @ Rh.T + bh))
+                    h = (1 - z) * hh + z * h
+                else:
+                    h = f[0](xw + h @ R[d].T + Rb)
+                Y[t, d, n] = h
+            Y_h[d, n], Y_c[d, n] = h, c
+    if layout:
+        Y, Y_h, Y_c = Y.transpose(2, 0, 1, 3), Y_h.swapaxes(0, 1), Y_c.swapaxes(0, 1)
+    return (Y, Y_h, Y_c) if kind == "LSTM" else (Y, Y_h)
+
+
+def _defined_ops():
+    from onnx.reference.op_run import OpRun
+
+    def op(kind):
+        return type(kind, (OpRun,), {"op_domain": "",
+                                     "_run": lambda self, *a, **kw: _recurrent(kind, *a, **kw)})
+
+    return [op("LSTM"), op("GRU"), op("RNN")]
+
+
+def _evaluate(path, feeds):
+    from onnx.reference import ReferenceEvaluator
+
+    return ReferenceEvaluator(str(path), new_ops=_defined_ops()).run(None, feeds)
+
+
+@pytest.mark.parametrize("layer", [
+    lambda dt: fusedrnn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True, dtype=dt, seed=5),
+    lambda dt: fusedrnn.LSTM(3, 4, activation="relu", bidirectional=True, dtype=dt, seed=5),
+    lambda dt: fusedrnn.GRU(3, 4, num_layers=2, bidirectional=True, dtype=dt, seed=5),
+    lambda dt: fusedrnn.GRU(3, 4, bias=False, batch_first=True, dtype=dt, seed=5),
+    lambda dt: fusedrnn.RNN(3, 4, nonlinearity="relu", num_layers=2, bidirectional=True, dtype=dt, seed=5),
+    lambda dt: fusedrnn.RNN(3, 4, batch_first=True, dtype=dt, seed=5),
+], ids=["lstm-2-bi", "lstm-relu-bi", "gru-2-bi", "gru-nobias", "rnn-relu-2-bi", "rnn"])
+def test_float64_with_lengths_by_the_operator_definitions(tmp_path, layer):
+    """The definitions above agree with onnxruntime on the float32 export, then run the float64
+    export, lengths (down to 1) and initial states included, against fusedrnn's forward."""
+    for dt, tol in (("float32", TOL32), ("float64", TOL64)):
+        model = layer(dt).eval()
+        path = tmp_path / f"m_{dt}.onnx"
+        _export_checked(model, path, lengths=True, initial_state=True)
+        feeds, expected = _inputs(model, 6, 4, np.random.default_rng(8), True, True)
+        got = _evaluate(path, feeds)
+        assert all(g.dtype == np.dtype(dt) for g in got)
+        if dt == "float32":
+            _assert_close(got, _session(path).run(None, feeds), TOL32)
+        _assert_close(got, expected, tol)
+        if dt == "float64":  # the lengths took effect: zeros past the shortest sequence
+            out = got[0]
+            tail = out[-1, 1:] if model.batch_first else out[1:, -1]
+            assert np.all(tail == 0) and np.any(out != 0)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
