@@ -6,7 +6,8 @@ differences, through these paths where they apply):
   in optimizers.py: bit-identical parameters and slots over several steps, for every rule and
   option, float32 and float64; the cases it declines fall back to NumPy; misuse raises;
 - sparse categorical cross-entropy from logits without weights (Sequential's fused softmax)
-  against Loss.value_and_grad: the same value and gradient bit for bit, the same errors."""
+  against Loss.value_and_grad: the same value and gradient bit for bit, the same errors (and a
+  finite loss where a non-target logit is -inf, which the general path turns into NaN)."""
 
 import numpy as np
 import pytest
@@ -172,6 +173,16 @@ def test_sparse_logits_path_non_finite_and_errors():
     ref_value, ref_grad = _general(loss, y, z)
     assert np.isnan(value) and np.isnan(ref_value)
     np.testing.assert_array_equal(grad, ref_grad)  # NaN where the general path has NaN
+    # a class ruled out by a -inf logit: probability 0, the loss of the others unchanged
+    z = np.array([[0.0, -np.inf, 1.0], [2.0, 0.5, -np.inf]])
+    value, grad = loss.value_and_grad(np.array([0, 1]), z)
+    finite = [np.log(1 + np.e) - 0.0, np.log(np.exp(2.0) + np.exp(0.5)) - 0.5]
+    assert value == pytest.approx(np.mean(finite), rel=1e-15)
+    soft = np.array([[1 / (1 + np.e), 0, np.e / (1 + np.e)],
+                     [np.exp(2.0), np.exp(0.5), 0] / (np.exp(2.0) + np.exp(0.5))])
+    np.testing.assert_allclose(grad, (soft - np.array([[1, 0, 0], [0, 1, 0]])) / 2, rtol=1e-14)
+    assert np.isnan(_general(loss, np.array([0, 1]), z)[0])  # where the general path gives NaN
+    z = np.array([[0.0, np.inf, 1.0], [np.nan, 0.0, 1.0], [1.0, 2.0, 3.0]], np.float32)
     for bad, err, match in ((np.array([0, 1, 3]), ValueError, "class ids must lie in 0..2"),
                             (np.array([0.5, 1, 2]), TypeError, "integer class ids"),
                             (np.array([0, 1]), ValueError, "one class id per prediction")):

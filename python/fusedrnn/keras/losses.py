@@ -213,7 +213,9 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         """From logits without weights (what Sequential's fused softmax feeds every step): the
         class ids index the log-softmax instead of multiplying a one-hot target; the same
         operations on the same values otherwise, so the results are those of the general
-        path (Loss.value_and_grad) bit for bit."""
+        path (Loss.value_and_grad) bit for bit, with one exception: a logit of -inf for a class
+        other than the target leaves the loss finite here (its probability is 0), where the
+        general path's 0 * -inf makes it NaN."""
         y_pred = np.asarray(y_pred)
         if not self.from_logits or weights is not None or y_pred.dtype.kind != "f" \
                 or y_pred.ndim < 2 or y_pred.size == 0:
