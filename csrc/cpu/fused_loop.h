@@ -74,6 +74,10 @@ template <typename T>
 inline void add_row(T* __restrict dst, const T* __restrict src, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
 }
+template <typename T>
+inline void sum_row(T* __restrict dst, const T* a, const T* b, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = a[j] + b[j];
+}
 
 // What a parallel time loop shares besides its barrier: the step at which the calling thread
 // saw an interrupt (every thread leaves after that step's barrier, so all leave together), and
@@ -434,9 +438,7 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
             continue;
           }
           const int64_t r = t * B + b;
-          const T* dhb = dhc + b * ldh;
-          const T* dout = a.dout + r * P;
-          for (int64_t k = k0; k < k1; ++k) d[k] = dhb[k] + dout[k];
+          sum_row(d + k0, dhc + b * ldh + k0, a.dout + r * P + k0, nk);
           copy_row(dht.data() + r * P + k0, d + k0, nk);
         }
         ctl.wait(barrier, tid);  // every column of the step's dh
@@ -459,9 +461,7 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
           if (proj) {
             dcell = dcore.data() + b * ldu + j0;
           } else {
-            const T* dout = a.dout + r * P + j0;
-            const T* dhb = dhc + b * ldh + j0;
-            for (int64_t j = 0; j < nj; ++j) dtot[j] = dhb[j] + dout[j];
+            sum_row(dtot, dhc + b * ldh + j0, a.dout + r * P + j0, nj);
             if constexpr (!Cell::kDirectPath) zero_row(dhn + b * ldh + j0, nj);
           }
           cell.backward_row(nj, a.ws + r * W + j0, dcell,
