@@ -191,10 +191,7 @@ class CategoricalCrossentropy(Loss):
 
     def _elementwise(self, y, p):
         if self.from_logits:
-            # log softmax(z) = z - max - log sum exp(z - max)
-            shifted = p - p.max(axis=-1, keepdims=True)
-            lse = np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-            log_soft = shifted - lse
+            log_soft = _log_softmax(p)
             per = -(y * log_soft).sum(axis=-1)
             # d/dz = softmax(z) * sum(y) - y   (= softmax - y for a one-hot y)
             return per, np.exp(log_soft) * y.sum(axis=-1, keepdims=True) - y
@@ -224,8 +221,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         rows = np.arange(ids.size)
         z = y_pred.reshape(-1, y_pred.shape[-1])
         with np.errstate(invalid="ignore", over="ignore"):
-            shifted = z - z.max(axis=-1, keepdims=True)
-            log_soft = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+            log_soft = _log_softmax(z)
             per = -log_soft[rows, ids]
             dper = np.exp(log_soft)
             dper[rows, ids] -= 1
@@ -255,6 +251,12 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
             raise ValueError(f"{self.name}: class ids must lie in 0..{C - 1}, got values from "
                              f"{y.min()} to {y.max()}")
         return y
+
+
+def _log_softmax(z):
+    """log softmax over the last axis: z - max - log sum exp(z - max)."""
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def _one_hot(ids, C, dtype):

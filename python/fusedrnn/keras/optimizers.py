@@ -330,10 +330,15 @@ class Adam(Optimizer):
     def _options(self):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
-    def _native_args(self, lr):
+    def _corrections(self):
+        """The bias corrections 1 - beta_1^t and 1 - beta_2^t of this step."""
         step = self.iterations  # already counts this step
+        return 1 - self.beta_1 ** step, 1 - self.beta_2 ** step
+
+    def _native_args(self, lr):
+        c1, c2 = self._corrections()
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
-                "lr_c1": lr / (1 - self.beta_1 ** step), "c2": 1 - self.beta_2 ** step}
+                "lr_c1": lr / c1, "c2": c2}
 
     def _update(self, p, g, lr, slots):
         t = p.dtype.type
@@ -342,9 +347,7 @@ class Adam(Optimizer):
         m += t(1 - self.beta_1) * g
         v *= t(self.beta_2)
         v += t(1 - self.beta_2) * (g * g)
-        step = self.iterations  # already counts this step
-        c1 = 1 - self.beta_1 ** step
-        c2 = 1 - self.beta_2 ** step
+        c1, c2 = self._corrections()
         denom = np.sqrt(v / t(c2))
         denom += t(self.epsilon)
         p -= t(lr / c1) * m / denom
