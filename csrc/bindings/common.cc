@@ -137,7 +137,7 @@ template <typename T>
 py::tuple backward(const CellSpec& cell, const py::array& x, const py::array& w_ih,
                    const py::array& w_hh, const py::object& w_hr, const py::object& lengths,
                    bool reverse, Act act, const py::array& ws, const py::array& dout,
-                   const py::array& dh_n, const py::object& dc_n) {
+                   const py::array& dh_n, const py::object& dc_n, bool need_dx) {
   std::vector<int64_t> len;
   const Seq q = geometry(cell, x, w_ih, w_hr, lengths, reverse, len);
   const int64_t GH = cell.gates * q.H;
@@ -155,14 +155,18 @@ py::tuple backward(const CellSpec& cell, const py::array& x, const py::array& w_
     if (dc_n.is_none()) throw py::value_error("dc_n is required");
     a.dc_n = checked<T>(dcn, "dc_n", {q.B, q.H});
   }
-  auto dx = empty<T>({q.T, q.B, q.I});
+  py::object dx = py::none();
+  if (need_dx) {
+    auto d = empty<T>({q.T, q.B, q.I});
+    a.dx = data(d);
+    dx = d;
+  }
   auto dh0 = empty<T>({q.B, q.P});
   auto dw_ih = empty<T>({GH, q.I});
   auto dw_hh = empty<T>({GH, q.P});
   auto db_ih = empty<T>({GH});
   auto db_hh = empty<T>({GH});
   py::object dc0 = py::none(), dw_hr = py::none();
-  a.dx = data(dx);
   a.dh0 = data(dh0);
   a.dw_ih = data(dw_ih);
   a.dw_hh = data(dw_hh);
@@ -228,18 +232,20 @@ void bind_cell(py::module_& m, const CellSpec& spec, bool with_activation) {
       (name + "_backward").c_str(),
       [cell](const py::array& x, const py::array& w_ih, const py::array& w_hh, const py::object& w_hr,
              const py::object& lengths, bool reverse, const std::string& activation,
-             const py::array& ws, const py::array& dout, const py::array& dh_n, const py::object& dc_n) {
+             const py::array& ws, const py::array& dout, const py::array& dh_n, const py::object& dc_n,
+             bool need_dx) {
         const Act act = parse_act(activation, "activation");
         return by_dtype(
             x,
-            [&] { return backward<float>(cell, x, w_ih, w_hh, w_hr, lengths, reverse, act, ws, dout, dh_n, dc_n); },
-            [&] { return backward<double>(cell, x, w_ih, w_hh, w_hr, lengths, reverse, act, ws, dout, dh_n, dc_n); });
+            [&] { return backward<float>(cell, x, w_ih, w_hh, w_hr, lengths, reverse, act, ws, dout, dh_n, dc_n, need_dx); },
+            [&] { return backward<double>(cell, x, w_ih, w_hh, w_hr, lengths, reverse, act, ws, dout, dh_n, dc_n, need_dx); });
       },
       py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("w_hr"), py::arg("lengths"),
       py::arg("reverse"), py::arg(act_arg), py::arg("workspace"), py::arg("dout"), py::arg("dh_n"),
-      py::arg("dc_n"),
+      py::arg("dc_n"), py::kw_only(), py::arg("need_dx") = true,
       ("Fused " + name + " backward over the whole sequence; returns "
-       "(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr).").c_str());
+       "(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr).  need_dx=False skips the product "
+       "for dx, which is then None.").c_str());
 }
 
 }  // namespace fusedrnn::bind

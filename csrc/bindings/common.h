@@ -133,7 +133,7 @@ template <typename T>
 py::tuple backward(const CellSpec& cell, const py::array& x, const py::array& w_ih,
                    const py::array& w_hh, const py::object& w_hr, const py::object& lengths,
                    bool reverse, Act act, const py::array& ws, const py::array& dout,
-                   const py::array& dh_n, const py::object& dc_n);
+                   const py::array& dh_n, const py::object& dc_n, bool need_dx);
 
 // Dtype dispatch on x: float32 or float64, anything else is a TypeError.
 template <class F32, class F64>

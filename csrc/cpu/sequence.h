@@ -180,7 +180,8 @@ struct BlasProducts {
   }
 };
 
-// After the time loop: dx and the weight and bias gradients as single GEMMs over all steps.
+// After the time loop: dx (unless a.dx is null) and the weight and bias gradients as single
+// GEMMs over all steps.
 // dgi / dgh: gate gradients [T, B, G*H] (the W_ih and W_hh rows; the same array except for the
 // GRU), zero at padded rows.
 // bias_done: the caller has already written db_ih and db_hh.
@@ -190,8 +191,10 @@ void whole_sequence_gradients(const Seq& q, const Cell& cell, const Weights<T>& 
                               bool bias_done = false) {
   const int64_t TB = q.T * q.B, GH = Cell::kGates * q.H, I = q.I, W = cell.width();
   throw_if_interrupted(/*before_long_work=*/true);
-  Products::template gemm<T, false>(TB, I, GH, dgi, GH, w.w_ih, I, a.dx, I);
-  zero_padding(q, a.dx, I);  // exact zeros past each length (0 * inf in W_ih would be NaN)
+  if (a.dx) {  // null where the caller has no use for dx (the first layer of a model)
+    Products::template gemm<T, false>(TB, I, GH, dgi, GH, w.w_ih, I, a.dx, I);
+    zero_padding(q, a.dx, I);  // exact zeros past each length (0 * inf in W_ih would be NaN)
+  }
   // Padded steps of x are never read: a NaN there must not reach dW_ih through 0 * NaN.
   const T* x = a.x;
   mem::Array<T> x_clean;

@@ -9,7 +9,7 @@ import numpy as np
 _Array = np.ndarray
 _Forward = Tuple[_Array, _Array, Optional[_Array], _Array]  # out, h_n, c_n (LSTM only), workspace
 # dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr (None where the cell has no such input)
-_Backward = Tuple[_Array, _Array, Optional[_Array], _Array, _Array, _Array, _Array, Optional[_Array]]
+_Backward = Tuple[Optional[_Array], _Array, Optional[_Array], _Array, _Array, _Array, _Array, Optional[_Array]]
 
 # --- kernels (bindings/common.cc): x (T, B, I); weights (G*H, I) and (G*H, H) -------------------
 
@@ -19,21 +19,24 @@ def lstm_forward(x: _Array, w_ih: _Array, w_hh: _Array, b_ih: _Array, b_hh: _Arr
                  training: bool, packed: Optional[PackedWeights] = ...) -> _Forward: ...
 def lstm_backward(x: _Array, w_ih: _Array, w_hh: _Array, w_hr: Optional[_Array],
                   lengths: Optional[_Array], reverse: bool, activation: str, workspace: _Array,
-                  dout: _Array, dh_n: _Array, dc_n: Optional[_Array]) -> _Backward: ...
+                  dout: _Array, dh_n: _Array, dc_n: Optional[_Array], *,
+                  need_dx: bool = ...) -> _Backward: ...
 def gru_forward(x: _Array, w_ih: _Array, w_hh: _Array, b_ih: _Array, b_hh: _Array,
                 w_hr: Optional[_Array], h0: _Array, c0: Optional[_Array],
                 lengths: Optional[_Array], reverse: bool, _unused: str,
                 training: bool, packed: Optional[PackedWeights] = ...) -> _Forward: ...
 def gru_backward(x: _Array, w_ih: _Array, w_hh: _Array, w_hr: Optional[_Array],
                  lengths: Optional[_Array], reverse: bool, _unused: str, workspace: _Array,
-                 dout: _Array, dh_n: _Array, dc_n: Optional[_Array]) -> _Backward: ...
+                 dout: _Array, dh_n: _Array, dc_n: Optional[_Array], *,
+                 need_dx: bool = ...) -> _Backward: ...
 def rnn_forward(x: _Array, w_ih: _Array, w_hh: _Array, b_ih: _Array, b_hh: _Array,
                 w_hr: Optional[_Array], h0: _Array, c0: Optional[_Array],
                 lengths: Optional[_Array], reverse: bool, activation: str,
                 training: bool, packed: Optional[PackedWeights] = ...) -> _Forward: ...
 def rnn_backward(x: _Array, w_ih: _Array, w_hh: _Array, w_hr: Optional[_Array],
                  lengths: Optional[_Array], reverse: bool, activation: str, workspace: _Array,
-                 dout: _Array, dh_n: _Array, dc_n: Optional[_Array]) -> _Backward: ...
+                 dout: _Array, dh_n: _Array, dc_n: Optional[_Array], *,
+                 need_dx: bool = ...) -> _Backward: ...
 
 # --- threads (bindings/module.cc) ---------------------------------------------------------------
 

@@ -649,7 +649,7 @@ class _RNNBase(StepMixin):
                                "run the forward again")
         return self._trace
 
-    def _backward(self, dout, dh_n, dc_n):
+    def _backward(self, dout, dh_n, dc_n, need_dx=True):
         _dask.refuse("backward", dout=dout, dh_n=dh_n, dc_n=dc_n)
         trace = self._take_trace()
         batched, T, B = trace.batched, trace.T, trace.B
@@ -681,25 +681,26 @@ class _RNNBase(StepMixin):
                 sfx = f"_l{layer}" + ("_reverse" if direction else "")
                 g = self._run_backward(caches[direction], d_in[:, :, direction * P:(direction + 1) * P],
                                        None if dh_n is None else dh_n[i],
-                                       None if dc_n is None else dc_n[i])
+                                       None if dc_n is None else dc_n[i], need_dx or layer > 0)
                 self._accumulate(sfx, g)
                 dh0[i] = g["dh0"]
                 if dc0 is not None:
                     dc0[i] = g["dc0"]
-                dx = g["dx"] if dx is None else dx + g["dx"]
+                if g["dx"] is not None:
+                    dx = g["dx"] if dx is None else dx + g["dx"]
             d_in = dx
-        dx = self._from_time_major(d_in, batched)
+        dx = None if d_in is None else self._from_time_major(d_in, batched)
         if not batched:
             dh0 = dh0[:, 0]
             dc0 = None if dc0 is None else dc0[:, 0]
         return dx, dh0, dc0
 
-    def _run_backward(self, cache, dout, dh_n, dc_n):
+    def _run_backward(self, cache, dout, dh_n, dc_n, need_dx):
         if self._cell == "lstm":
-            return ops.lstm_backward(cache, dout, dh_n, dc_n)
+            return ops.lstm_backward(cache, dout, dh_n, dc_n, need_dx=need_dx)
         if self._cell == "gru":
-            return ops.gru_backward(cache, dout, dh_n)
-        return ops.rnn_backward(cache, dout, dh_n)
+            return ops.gru_backward(cache, dout, dh_n, need_dx=need_dx)
+        return ops.rnn_backward(cache, dout, dh_n, need_dx=need_dx)
 
     def _accumulate(self, sfx, g):
         with self._grad_lock:
@@ -751,12 +752,13 @@ class LSTM(_RNNBase):
         out, h_n, c_n = self._forward(x, h0, c0, lengths)
         return out, (h_n, c_n)
 
-    def backward(self, dout, dhx=None):
+    def backward(self, dout, dhx=None, *, need_dx=True):
         """``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n))`` after a training forward,
         in the layouts of x and h0; adds every parameter gradient into ``self.grads``.
-        None for dout or dhx (or either part of it) means zeros."""
+        None for dout or dhx (or either part of it) means zeros.  need_dx=False: dx is None,
+        and the first layer skips computing it (for an input that needs no gradient)."""
         dh_n, dc_n = _state_pair(dhx, "dhx", "dh_n", "dc_n")
-        dx, dh0, dc0 = self._backward(dout, dh_n, dc_n)
+        dx, dh0, dc0 = self._backward(dout, dh_n, dc_n, need_dx)
         return dx, (dh0, dc0)
 
     def _extra_config(self) -> dict:
@@ -771,10 +773,11 @@ class _SingleState:
         out, h_n, _ = self._forward(x, h0, None, lengths)
         return out, h_n
 
-    def backward(self, dout, dh_n=None):
+    def backward(self, dout, dh_n=None, *, need_dx=True):
         """``dx, dh0 = layer.backward(dout, dh_n)`` after a training forward, in the layouts
-        of x and h0; adds every parameter gradient into ``self.grads``.  None means zeros."""
-        dx, dh0, _ = self._backward(dout, dh_n, None)
+        of x and h0; adds every parameter gradient into ``self.grads``.  None means zeros.
+        need_dx=False: dx is None, not computed (as LSTM.backward)."""
+        dx, dh0, _ = self._backward(dout, dh_n, None, need_dx)
         return dx, dh0
 
 

@@ -248,7 +248,7 @@ def _grads(cell, cache, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr) -> dict
     return grads
 
 
-def _backward(cell, cache, dout, dh_n, dc_n):
+def _backward(cell, cache, dout, dh_n, dc_n, need_dx=True):
     if cache is None:
         raise RuntimeError("backward needs the cache of a forward run with training=True; "
                            "this forward ran with training=False")
@@ -259,13 +259,14 @@ def _backward(cell, cache, dout, dh_n, dc_n):
     if _core.cuda_compiled:  # --- CUDA hook: a cache from the device is differentiated there ---
         from . import cuda_ops
 
-        if cuda_ops.on_device(cache):
-            return cuda_ops.backward(cell, cache, dout, dh_n, dc_n)
+        if cuda_ops.on_device(cache):  # computes dx in any case
+            grads = cuda_ops.backward(cell, cache, dout, dh_n, dc_n)
+            return grads if need_dx else dict(grads, dx=None)
     dout, dh_n, dc_n = _backward_args(cell, cache, dout, dh_n, dc_n)
     fn = getattr(_core, f"{cell}_backward")
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = fn(
         cache.x, cache.w_ih, cache.w_hh, cache.w_hr, cache.lengths, cache.reverse,
-        cache.activation, cache.workspace, dout, dh_n, dc_n)
+        cache.activation, cache.workspace, dout, dh_n, dc_n, need_dx=bool(need_dx))
     return _grads(cell, cache, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr)
 
 
@@ -279,10 +280,11 @@ def lstm_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, w_hr=
                     device, packed)
 
 
-def lstm_backward(cache, dout=None, dh_n=None, dc_n=None):
+def lstm_backward(cache, dout=None, dh_n=None, dc_n=None, *, need_dx=True):
     """Gradients of an LSTM training forward: dict with dx, dh0, dc0, dw_ih, dw_hh, db_ih,
-    db_hh (and dw_hr).  None for dout/dh_n/dc_n means zero."""
-    return _backward("lstm", cache, dout, dh_n, dc_n)
+    db_hh (and dw_hr).  None for dout/dh_n/dc_n means zero.  need_dx=False skips the product
+    for dx (the gradient of the model's input, which training does not use); dx is then None."""
+    return _backward("lstm", cache, dout, dh_n, dc_n, need_dx)
 
 
 def gru_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, lengths=None, reverse=False,
@@ -293,9 +295,10 @@ def gru_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, lengths=None, r
     return out, h_n, cache
 
 
-def gru_backward(cache, dout=None, dh_n=None):
-    """Gradients of a GRU training forward: dict with dx, dh0, dw_ih, dw_hh, db_ih, db_hh."""
-    return _backward("gru", cache, dout, dh_n, None)
+def gru_backward(cache, dout=None, dh_n=None, *, need_dx=True):
+    """Gradients of a GRU training forward: dict with dx, dh0, dw_ih, dw_hh, db_ih, db_hh
+    (dx None with need_dx=False, as lstm_backward)."""
+    return _backward("gru", cache, dout, dh_n, None, need_dx)
 
 
 def rnn_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, lengths=None, reverse=False,
@@ -306,6 +309,7 @@ def rnn_forward(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, *, lengths=None, r
     return out, h_n, cache
 
 
-def rnn_backward(cache, dout=None, dh_n=None):
-    """Gradients of an RNN training forward: dict with dx, dh0, dw_ih, dw_hh, db_ih, db_hh."""
-    return _backward("rnn", cache, dout, dh_n, None)
+def rnn_backward(cache, dout=None, dh_n=None, *, need_dx=True):
+    """Gradients of an RNN training forward: dict with dx, dh0, dw_ih, dw_hh, db_ih, db_hh
+    (dx None with need_dx=False, as lstm_backward)."""
+    return _backward("rnn", cache, dout, dh_n, None, need_dx)

@@ -40,20 +40,20 @@ class FlatGradients:
         self.buf = np.empty(self.size + n_stats, dtype)
 
     def allreduce(self, group, stats):
-        """Sum the ranks' (summed) gradients and stats; divide the gradients by the global
-        count stats[1], in place in the grads; return the summed stats (float64)."""
+        """Sum the ranks' (summed) gradients and stats; write the sums divided by the global
+        count stats[1] into the grads; return the summed stats (float64)."""
         n = self.size
         if n:
             np.concatenate([g.reshape(-1) for g in self.grads], out=self.buf[:n])
         self.buf[n:] = stats
         group.allreduce(self.buf)
         sums = self.buf[n:].astype(np.float64)
-        if n:
-            self.buf[:n] /= sums[1]
-            offset = 0
-            for g in self.grads:
-                np.copyto(g, self.buf[offset:offset + g.size].reshape(g.shape))
-                offset += g.size
+        # Divided on the way back, in the gradient's dtype (a Python float divisor: a float64
+        # one would send every element through a float64 round trip, several times slower).
+        count, offset = float(sums[1]), 0
+        for g in self.grads:
+            np.divide(self.buf[offset:offset + g.size].reshape(g.shape), count, out=g)
+            offset += g.size
         return sums
 
 

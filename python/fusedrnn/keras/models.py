@@ -325,13 +325,18 @@ class Sequential(Model):
     _forward = forward
 
     def _backward(self, dy, from_logits: bool):
+        # The gradient of the model's input is never used: backward stops at the first layer
+        # with parameters, which computes no input gradient where it can.
+        first = next((i for i, layer in enumerate(self.layers) if getattr(layer, "params", None)), 0)
         for i in reversed(range(len(self.layers))):
             layer = self.layers[i]
             if i == len(self.layers) - 1 and from_logits:
                 dy = layer.backward_logits(dy)
+            elif i == first and getattr(type(layer), "skips_input_grad", False):  # not a wrapper's
+                dy = layer.backward(dy, need_dx=False)
             else:
                 dy = layer.backward(dy)
-            if dy is None:
+            if dy is None or i <= first:
                 break
 
     def _output_layer(self):

@@ -440,12 +440,16 @@ class Recurrent(Layer):
         if self.stateful:
             self._state = (h_n, c_n) if c_n is not None else (h_n,)
 
-    def backward(self, dy):
-        return self._backward(dy)
+    # backward(dy, need_dx=False) computes no input gradient and returns None (Sequential asks
+    # for that where nothing before the layer has parameters).
+    skips_input_grad = True
 
-    def _backward(self, dy, dh_top=None, dc_top=None):
+    def backward(self, dy, need_dx=True):
+        return self._backward(dy, need_dx=need_dx)
+
+    def _backward(self, dy, dh_top=None, dc_top=None, need_dx=True):
         """dy: gradient of the output; dh_top, dc_top: (D, B, P) gradients of the top layer's
-        final states (a Keras layer's return_state outputs), or None."""
+        final states (a Keras layer's return_state outputs), or None.  need_dx=False: None."""
         (hshape,) = self._need_trace(self._trace)
         self._trace = None
         layer = self.layer
@@ -464,9 +468,11 @@ class Recurrent(Layer):
             dc_n = np.zeros((LD, B, layer.hidden_size), layer.dtype)
             dc_n[LD - D:] = dc_top
         if isinstance(layer, LSTM):
-            dx, _ = layer.backward(dout, (dh_n, dc_n))
+            dx, _ = layer.backward(dout, (dh_n, dc_n), need_dx=need_dx)
         else:
-            dx, _ = layer.backward(dout, dh_n)
+            dx, _ = layer.backward(dout, dh_n, need_dx=need_dx)
+        if dx is None:
+            return None
         return dx if layer.batch_first else dx.transpose(1, 0, 2)
 
 

@@ -234,11 +234,12 @@ class _KerasRNN(Lazy, pieces.Recurrent):
         self._state_after = (h_n,) if c_n is None else (h_n, c_n)
         super()._carry(h_n, c_n)
 
-    def backward(self, dy):
-        return self.backward_outputs([dy])
+    def backward(self, dy, need_dx=True):
+        return self.backward_outputs([dy], need_dx)
 
-    def backward_outputs(self, grads):
-        """Backward from the gradients of [output, *states] (None for an unused one)."""
+    def backward_outputs(self, grads, need_dx=True):
+        """Backward from the gradients of [output, *states] (None for an unused one); None
+        with need_dx=False (no input gradient computed)."""
         n_states = len(self._state_after)
         dstate = [None] * n_states
         for i, g in enumerate(grads[1:]):
@@ -247,7 +248,9 @@ class _KerasRNN(Lazy, pieces.Recurrent):
                 if dstate[s] is None:
                     dstate[s] = np.zeros(self._state_after[s].shape, self.dtype)
                 dstate[s][d] += g
-        dx = self._backward(grads[0], *dstate)
+        dx = self._backward(grads[0], *dstate, need_dx=need_dx)
+        if dx is None:
+            return None
         if self._drop_mask is not None:
             dx = dx * self._drop_mask
         if self.go_backwards:
