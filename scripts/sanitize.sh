@@ -18,6 +18,8 @@
 #                       the thread pool, the thread-count switch, layers shared between threads
 #   test_dispatch       the kernel-variant choice
 #   test_packed_cache   packed weights kept between calls, filled by one of several threads
+#   test_trainer_fast_paths, test_input_grad_skip
+#                       the compiled optimiser pass; the backward without dx (a null output)
 # Left out, each for a reason:
 #   - test_threads.py::test_two_threads_on_one_core_fall_back_to_one: a timing test (two
 #     threads pinned to one core must not be slower than one); the sanitizers make it minutes
@@ -81,7 +83,8 @@ case "$kind" in
            tests/test_layers_step.py tests/test_layers_nonfinite.py tests/test_errors.py
            tests/test_core_boundary.py tests/test_input_arrays.py tests/test_threads.py
            tests/test_layer_threads.py tests/test_concurrency.py tests/test_dispatch.py
-           tests/test_packed_cache.py tests/test_trainer_fast_paths.py)
+           tests/test_packed_cache.py tests/test_trainer_fast_paths.py
+           tests/test_input_grad_skip.py)
     deselect=(--deselect tests/test_threads.py::test_two_threads_on_one_core_fall_back_to_one)
     ;;
 esac
