@@ -88,6 +88,7 @@ def _fit(build, x, y, skip, monkeypatch):
     with monkeypatch.context() as m:
         if not skip:  # the full backward: every layer computes its input gradient
             m.setattr(pieces.Recurrent, "skips_input_grad", False)
+            m.setattr(klayers.Bidirectional, "skips_input_grad", False)
         model = build()
         model.compile(optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
         hist = model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
@@ -104,10 +105,14 @@ MODELS = {
                                   [False]),
     "after_embedding": (lambda: Sequential([Embedding(10, 4), klayers.LSTM(8),
                                             Dense(3, activation="softmax")], seed=0), [True]),
-    # a wrapper takes the full backward (its own backward has no need_dx)
     "bidirectional_first": (lambda: Sequential([klayers.Bidirectional(klayers.LSTM(8)),
                                                 Dense(3, activation="softmax")], seed=0),
-                            [True, True]),
+                            [False, False]),
+    # a wrapper without need_dx takes the full backward
+    "time_distributed_first": (lambda: Sequential([klayers.TimeDistributed(Dense(4)),
+                                                   klayers.GRU(6),
+                                                   Dense(3, activation="softmax")], seed=0),
+                               [True]),
 }
 
 

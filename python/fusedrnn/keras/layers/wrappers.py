@@ -102,6 +102,11 @@ class Bidirectional(_Wrapper):
         super().__init__(inner, name)
         self.input_shape = cfg.get("input_shape")
 
+    skips_input_grad = True  # as the layer it wraps (pieces.Recurrent)
+
+    def backward(self, dy, need_dx=True):
+        return self.inner.backward(dy, need_dx)
+
     @classmethod
     def from_config(cls, config):
         inner = pieces.LAYER_CLASSES[config["layer"]["class"]]
