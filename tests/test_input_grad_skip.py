@@ -8,7 +8,7 @@ import pytest
 from conftest import CELL_CONFIGS, OPTIONS, make_case, make_cotangents, run_forward, use_isa
 
 from fusedrnn import GRU, LSTM, RNN, ops
-from fusedrnn.keras import Sequential, optimizers, pieces
+from fusedrnn.keras import Model, Sequential, optimizers, pieces
 from fusedrnn.keras import layers as klayers
 from fusedrnn.keras.layers import Dense, Dropout, Embedding, Masking
 
@@ -131,6 +131,37 @@ def test_sequential_trains_the_same_without_the_input_gradient(monkeypatch, name
     assert seen[:len(expected)] == expected
     seen.clear()
     loss_full, weights_full = _fit(build, x, y, False, monkeypatch)
+    assert all(seen)
+    assert loss == loss_full
+    for a, b in zip(weights, weights_full):
+        np.testing.assert_array_equal(a, b)
+
+
+class _Subclassed(Model):
+    """A subclassed model (its backward walks the tape): Dropout on the input, then an LSTM
+    with return_state (a layer of several outputs) under a GRU."""
+
+    def __init__(self):
+        super().__init__(seed=2)
+        self.drop = klayers.Dropout(0.1)
+        self.lstm = klayers.LSTM(8, return_sequences=True, return_state=True)
+        self.gru = klayers.GRU(6)
+        self.head = Dense(3, activation="softmax")
+
+    def call(self, x, training=False):
+        seq, h, c = self.lstm(self.drop(x, training=training))
+        return self.head(self.gru(seq))
+
+
+def test_subclassed_models_skip_the_input_gradient_too(monkeypatch):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((24, 6, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 24)
+    seen = _calls(monkeypatch)
+    loss, weights = _fit(_Subclassed, x, y, True, monkeypatch)
+    assert seen[:2] == [True, False]  # the GRU's input comes from the LSTM; the LSTM's does not
+    seen.clear()
+    loss_full, weights_full = _fit(_Subclassed, x, y, False, monkeypatch)
     assert all(seen)
     assert loss == loss_full
     for a, b in zip(weights, weights_full):

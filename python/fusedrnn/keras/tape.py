@@ -38,6 +38,10 @@ class Tape:
         self.records: list = []
         self._known = {id(x)}
         self._keep = [x]  # ids stay unique while the arrays they name are alive
+        # Whether an array depends on parameters (a layer with parameters made it, or one of
+        # its inputs): only those need a gradient, the model's input and what parameter-free
+        # layers make of it do not.
+        self._trained = {id(x): False}
 
     def __enter__(self):
         self._outer = getattr(_local, "tape", None)
@@ -60,6 +64,8 @@ class Tape:
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
         self._known.update(id(o) for o in outs)
         self._keep.extend(outs)
+        trained = self._trained.get(id(x), False) or bool(getattr(layer, "params", None))
+        self._trained.update((id(o), trained) for o in outs)
         self.records.append((layer, x, outs))
 
     def backward(self, output, dy) -> None:
@@ -71,11 +77,16 @@ class Tape:
             gs = [grads.pop(id(o), None) for o in outs]
             if all(g is None for g in gs):
                 continue  # an output nothing downstream used
+            need_dx = self._trained.get(id(x), True)
+            if not need_dx and not getattr(layer, "params", None):
+                continue  # nothing to train here or before
+            kw = {} if need_dx or not getattr(type(layer), "skips_input_grad", False) else \
+                {"need_dx": False}
             if len(outs) == 1:
-                dx = layer.backward(gs[0])
+                dx = layer.backward(gs[0], **kw)
             else:
-                dx = layer.backward_outputs(gs)
-            if dx is not None:
+                dx = layer.backward_outputs(gs, **kw)
+            if dx is not None and need_dx:
                 grads[id(x)] = dx if id(x) not in grads else grads[id(x)] + dx
 
 
