@@ -1,7 +1,7 @@
 """Training throughput of a data-parallel fit over MPI: 2 ranks x 1 thread against 1 process x
 1 thread, on the same global batches.
 
-    python bench/distributed_scaling.py [--repeats 5] [--out bench/results/distributed_scaling.txt]
+    python bench/distributed_scaling.py [--repeats N] [--out bench/results/distributed_scaling.txt]
 
 Two LSTM classifiers (last step -> Dense softmax, Adam, sparse categorical cross-entropy):
 'vowels', the size of examples/e_vowels_gru.py's data (T=29, 12 features, H=64, 9 classes,
@@ -9,7 +9,9 @@ batch 16), and 'large' (T=100, 32 features, H=256, 10 classes, batch 64).  Each 
 runs in fresh processes (`python this.py --worker ...`, and the same under `mpiexec -n 2`)
 with FUSEDRNN_NUM_THREADS=1 and one-thread BLAS; the worker first checks that one epoch of
 the distributed fit logs the single-process loss (validation; that epoch is the warm-up),
-then times ``repeats`` more epochs of the same fit and reports the median samples per second;
+then times ``repeats`` more epochs of the same fit (by default about a second of them: 30
+for 'vowels', whose epoch takes tens of ms, 5 for 'large') and reports the median samples per
+second;
 ``rounds`` such runs of each kind alternate, and the medians over the rounds are reported.  The load average is
 printed with the results: the ranks share the machine with whatever else runs.
 """
@@ -27,8 +29,8 @@ import sys
 import time
 
 CONFIGS = {
-    "vowels": dict(T=29, F=12, H=64, C=9, batch=16, steps=24),
-    "large": dict(T=100, F=32, H=256, C=10, batch=64, steps=6),
+    "vowels": dict(T=29, F=12, H=64, C=9, batch=16, steps=24, repeats=30),
+    "large": dict(T=100, F=32, H=256, C=10, batch=64, steps=6, repeats=5),
 }
 
 
@@ -59,6 +61,7 @@ def worker(name, distributed, repeats, share=1):
             self.times.append(time.perf_counter())
 
     cfg = CONFIGS[name]
+    repeats = repeats or cfg["repeats"]
     model, x, y = _model_and_data(cfg, share)
     timer = EpochTimes()
     # the first epoch warms up (and its loss validates); the next `repeats` are timed
@@ -103,7 +106,8 @@ def _loadavg() -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=5, help="timed epochs per run (default 5)")
+    p.add_argument("--repeats", type=int,
+                   help="timed epochs per run (default: 30 for 'vowels', 5 for 'large')")
     p.add_argument("--rounds", type=int, default=3,
                    help="runs of each kind, alternating 1x1 and 2x1 (default 3)")
     p.add_argument("--out", help="also write the report to this file")
@@ -117,9 +121,10 @@ def main(argv=None):
     mpiexec = _mpiexec()
     if mpiexec is None:
         sys.exit("no mpiexec next to the Python executable or on PATH (pip install 'fusedrnn[mpi]')")
-    me = [sys.executable, os.path.abspath(__file__), "--repeats", str(args.repeats)]
+    me = [sys.executable, os.path.abspath(__file__)] + (["--repeats", str(args.repeats)] if args.repeats else [])
+    repeats = args.repeats or ", ".join(f"{n} {c['repeats']}" for n, c in CONFIGS.items())
     lines = [f"# distributed_scaling: {platform.machine()}, {os.cpu_count()} CPUs, "
-             f"python {platform.python_version()}, repeats {args.repeats}, rounds {args.rounds} "
+             f"python {platform.python_version()}, repeats {repeats}, rounds {args.rounds} "
              "(medians over epochs, then over rounds)",
              f"# load average before: {_loadavg()}",
              "config  T  F  H  batch  params  param_bytes  1x1_step_ms  2x1_step_ms  "
