@@ -1,6 +1,7 @@
 """backward(..., need_dx=False): the product for dx is skipped, dx comes back None, and every
 other gradient is bit-identical to the full backward's (kernels on each ISA, the torch-like
-layers, and Sequential, which asks for it at its first layer with parameters)."""
+layers, and the Keras models, which ask for it at the first layer with parameters: Sequential by
+position, a subclassed model by its tape)."""
 
 import numpy as np
 import pytest
@@ -95,48 +96,6 @@ def _fit(build, x, y, skip, monkeypatch):
     return hist.history["loss"], model.get_weights()
 
 
-MODELS = {
-    # (model, expected need_dx of the kernel calls of one step, last layer first)
-    "lstm_first": (lambda: Sequential([klayers.LSTM(8, return_sequences=True), klayers.GRU(6),
-                                       Dense(3, activation="softmax")], seed=0), [True, False]),
-    "after_masking_and_dropout": (lambda: Sequential([Masking(0.0), Dropout(0.2),
-                                                      klayers.SimpleRNN(8),
-                                                      Dense(3, activation="softmax")], seed=0),
-                                  [False]),
-    "after_embedding": (lambda: Sequential([Embedding(10, 4), klayers.LSTM(8),
-                                            Dense(3, activation="softmax")], seed=0), [True]),
-    "bidirectional_first": (lambda: Sequential([klayers.Bidirectional(klayers.LSTM(8)),
-                                                Dense(3, activation="softmax")], seed=0),
-                            [False, False]),
-    # a wrapper without need_dx takes the full backward
-    "time_distributed_first": (lambda: Sequential([klayers.TimeDistributed(Dense(4)),
-                                                   klayers.GRU(6),
-                                                   Dense(3, activation="softmax")], seed=0),
-                               [True]),
-}
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_sequential_trains_the_same_without_the_input_gradient(monkeypatch, name):
-    build, expected = MODELS[name]
-    rng = np.random.default_rng(5)
-    if name == "after_embedding":
-        x = rng.integers(0, 10, (24, 6))
-    else:
-        x = rng.standard_normal((24, 6, 5)).astype(np.float32)
-        x[::5, 4:] = 0.0  # masked steps for the Masking model
-    y = rng.integers(0, 3, 24)
-    seen = _calls(monkeypatch)
-    loss, weights = _fit(build, x, y, True, monkeypatch)
-    assert seen[:len(expected)] == expected
-    seen.clear()
-    loss_full, weights_full = _fit(build, x, y, False, monkeypatch)
-    assert all(seen)
-    assert loss == loss_full
-    for a, b in zip(weights, weights_full):
-        np.testing.assert_array_equal(a, b)
-
-
 class _Subclassed(Model):
     """A subclassed model (its backward walks the tape): Dropout on the input, then an LSTM
     with return_state (a layer of several outputs) under a GRU."""
@@ -153,15 +112,45 @@ class _Subclassed(Model):
         return self.head(self.gru(seq))
 
 
-def test_subclassed_models_skip_the_input_gradient_too(monkeypatch):
-    rng = np.random.default_rng(9)
-    x = rng.standard_normal((24, 6, 5)).astype(np.float32)
+MODELS = {
+    # (model, expected need_dx of the kernel calls of one step, last layer first)
+    "lstm_first": (lambda: Sequential([klayers.LSTM(8, return_sequences=True), klayers.GRU(6),
+                                       Dense(3, activation="softmax")], seed=0), [True, False]),
+    "after_masking_and_dropout": (lambda: Sequential([Masking(0.0), Dropout(0.2),
+                                                      klayers.SimpleRNN(8),
+                                                      Dense(3, activation="softmax")], seed=0),
+                                  [False]),
+    "after_embedding": (lambda: Sequential([Embedding(10, 4), klayers.LSTM(8),
+                                            Dense(3, activation="softmax")], seed=0), [True]),
+    "bidirectional_first": (lambda: Sequential([klayers.Bidirectional(klayers.LSTM(8)),
+                                                Dense(3, activation="softmax")], seed=0),
+                            [False, False]),
+    # a subclassed model's backward walks its tape: the GRU's input comes from the LSTM, the
+    # LSTM's from the input through Dropout
+    "subclassed": (_Subclassed, [True, False]),
+    # a wrapper without need_dx takes the full backward
+    "time_distributed_first": (lambda: Sequential([klayers.TimeDistributed(Dense(4)),
+                                                   klayers.GRU(6),
+                                                   Dense(3, activation="softmax")], seed=0),
+                               [True]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_models_train_the_same_without_the_input_gradient(monkeypatch, name):
+    build, expected = MODELS[name]
+    rng = np.random.default_rng(5)
+    if name == "after_embedding":
+        x = rng.integers(0, 10, (24, 6))
+    else:
+        x = rng.standard_normal((24, 6, 5)).astype(np.float32)
+        x[::5, 4:] = 0.0  # masked steps for the Masking model
     y = rng.integers(0, 3, 24)
     seen = _calls(monkeypatch)
-    loss, weights = _fit(_Subclassed, x, y, True, monkeypatch)
-    assert seen[:2] == [True, False]  # the GRU's input comes from the LSTM; the LSTM's does not
+    loss, weights = _fit(build, x, y, True, monkeypatch)
+    assert seen[:len(expected)] == expected
     seen.clear()
-    loss_full, weights_full = _fit(_Subclassed, x, y, False, monkeypatch)
+    loss_full, weights_full = _fit(build, x, y, False, monkeypatch)
     assert all(seen)
     assert loss == loss_full
     for a, b in zip(weights, weights_full):
