@@ -294,7 +294,8 @@ py::tuple forward(const Cell& cell, const DeviceArray& x, const DeviceArray& w_i
 template <typename T>
 py::tuple backward(const Cell& cell, const DeviceArray& x, const DeviceArray& w_ih, const DeviceArray& w_hh,
                    const DeviceArray* w_hr, const py::object& lengths, bool reverse, Act act,
-                   const DeviceArray& ws, const DeviceArray& dout, const DeviceArray& dh_n, const DeviceArray* dc_n) {
+                   const DeviceArray& ws, const DeviceArray& dout, const DeviceArray& dh_n, const DeviceArray* dc_n,
+                   bool need_dx) {
   Geometry g = geometry(cell, x, w_ih, w_hr, lengths, reverse);
   const Seq& q = g.q;
   const int64_t GH = cell.gates * q.H;
@@ -315,10 +316,11 @@ py::tuple backward(const Cell& cell, const DeviceArray& x, const DeviceArray& w_
     dst = static_cast<T*>(d.ptr);
     return d;
   };
-  DeviceArray dx = make({q.T, q.B, q.I}, a.dx), dh0 = make({q.B, q.P}, a.dh0);
+  DeviceArray dh0 = make({q.B, q.P}, a.dh0);
   DeviceArray dw_ih = make({GH, q.I}, a.dw_ih), dw_hh = make({GH, q.P}, a.dw_hh);
   DeviceArray db_ih = make({GH}, a.db_ih), db_hh = make({GH}, a.db_hh);
-  py::object dc0 = py::none(), dw_hr = py::none();
+  py::object dx = py::none(), dc0 = py::none(), dw_hr = py::none();
+  if (need_dx) dx = py::cast(make({q.T, q.B, q.I}, a.dx));
   if (cell.has_c) dc0 = py::cast(make({q.B, q.H}, a.dc0));
   if (w_hr) dw_hr = py::cast(make({q.P, q.H}, a.dw_hr));
   const auto* dl = static_cast<const int64_t*>(g.d_lengths.ptr);
@@ -328,7 +330,7 @@ py::tuple backward(const Cell& cell, const DeviceArray& x, const DeviceArray& w_
     else if (cell.gates == 3) cu::gru_backward<T>(q, dl, act, w, a);
     else cu::rnn_backward<T>(q, dl, act, w, a);
   }
-  return py::make_tuple(std::move(dx), std::move(dh0), dc0, std::move(dw_ih), std::move(dw_hh), std::move(db_ih),
+  return py::make_tuple(dx, std::move(dh0), dc0, std::move(dw_ih), std::move(dw_hh), std::move(db_ih),
                         std::move(db_hh), dw_hr);
 }
 
@@ -421,21 +423,23 @@ void bind_cuda(py::module_& m) {
       "cuda_backward",
       [](const std::string& cell_name, const DeviceArray& x, const DeviceArray& w_ih, const DeviceArray& w_hh,
          const py::object& w_hr, const py::object& lengths, bool reverse, const std::string& activation,
-         const DeviceArray& ws, const DeviceArray& dout, const DeviceArray& dh_n, const py::object& dc_n) {
+         const DeviceArray& ws, const DeviceArray& dout, const DeviceArray& dh_n, const py::object& dc_n,
+         bool need_dx) {
         const Cell& cell = cell_of(cell_name);
         const Act act = parse_act(activation, "activation");
         const DeviceArray* hr = opt(w_hr, "w_hr");
         const DeviceArray* dc = opt(dc_n, "dc_n");
         if (x.dtype.equal(py::dtype::of<float>()))
-          return backward<float>(cell, x, w_ih, w_hh, hr, lengths, reverse, act, ws, dout, dh_n, dc);
+          return backward<float>(cell, x, w_ih, w_hh, hr, lengths, reverse, act, ws, dout, dh_n, dc, need_dx);
         if (x.dtype.equal(py::dtype::of<double>()))
-          return backward<double>(cell, x, w_ih, w_hh, hr, lengths, reverse, act, ws, dout, dh_n, dc);
+          return backward<double>(cell, x, w_ih, w_hh, hr, lengths, reverse, act, ws, dout, dh_n, dc, need_dx);
         throw py::type_error("x has dtype " + std::string(py::str(x.dtype)) + ", expected float32 or float64");
       },
       py::arg("cell"), py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("w_hr"), py::arg("lengths"),
       py::arg("reverse"), py::arg("activation"), py::arg("workspace"), py::arg("dout"), py::arg("dh_n"),
-      py::arg("dc_n"),
-      "Fused backward on device arrays; returns (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr).");
+      py::arg("dc_n"), py::kw_only(), py::arg("need_dx") = true,
+      "Fused backward on device arrays; returns (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr); "
+      "need_dx=False skips dx, which is then None.");
 
   py::class_<Timer>(m, "CudaTimer", "Elapsed device time between begin() and end(), in ms (CUDA events).")
       .def(py::init<>())

@@ -268,8 +268,10 @@ void run_backward(const Seq& q, const int64_t* d_lengths, const Cell& cell, cons
   copy(a.dh0, dh, sizeof(T) * B * P, cudaMemcpyDeviceToDevice);
   if constexpr (Cell::kHasCell) copy(a.dc0, dc, sizeof(T) * B * H, cudaMemcpyDeviceToDevice);
 
-  blas::gemm<T>(false, false, TB, I, GH, T(1), dgi, GH, w.w_ih, I, T(0), a.dx, I);
-  if (q.lengths) zero_padding(qd, a.dx, I);  // exact zeros past each length (0 * inf would be NaN)
+  if (a.dx) {  // null where the caller has no use for dx (the first layer of a model)
+    blas::gemm<T>(false, false, TB, I, GH, T(1), dgi, GH, w.w_ih, I, T(0), a.dx, I);
+    if (q.lengths) zero_padding(qd, a.dx, I);  // exact zeros past each length (0 * inf would be NaN)
+  }
   // Padded steps of x are never read: a NaN there must not reach dW_ih through 0 * NaN.
   const T* x = a.x;
   Buffer x_clean;

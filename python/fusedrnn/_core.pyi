@@ -137,7 +137,7 @@ def cuda_forward(cell: str, x: DeviceArray, w_ih: DeviceArray, w_hh: DeviceArray
 def cuda_backward(cell: str, x: DeviceArray, w_ih: DeviceArray, w_hh: DeviceArray,
                   w_hr: Optional[DeviceArray], lengths: Any, reverse: bool, activation: str,
                   workspace: DeviceArray, dout: DeviceArray, dh_n: DeviceArray,
-                  dc_n: Optional[DeviceArray]) -> Tuple[Any, ...]: ...
+                  dc_n: Optional[DeviceArray], *, need_dx: bool = ...) -> Tuple[Any, ...]: ...
 
 # Emulated-device builds only: test hooks.
 def _emu_gemm(arg0: bool, arg1: bool, arg2: int, arg3: int, arg4: int, arg5: float, arg6: _Array,

@@ -59,11 +59,11 @@ def on_device(cache) -> bool:
     return _core.cuda_compiled and isinstance(cache.workspace, _core.DeviceArray)
 
 
-def backward(cell, cache, dout, dh_n, dc_n, *, keep=False):
+def backward(cell, cache, dout, dh_n, dc_n, *, keep=False, need_dx=True):
     """The gradients dict of ops._backward for a cache from forward() above."""
     dout, dh_n, dc_n = ops._backward_args(cell, cache, dout, dh_n, dc_n, take=_dev, zeros=_zeros)
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = _core.cuda_backward(
         cell, cache.x, cache.w_ih, cache.w_hh, cache.w_hr, cache.lengths, cache.reverse,
-        cache.activation, cache.workspace, dout, dh_n, dc_n)
+        cache.activation, cache.workspace, dout, dh_n, dc_n, need_dx=bool(need_dx))
     grads = ops._grads(cell, cache, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr)
     return {k: _out(v, keep) for k, v in grads.items()}

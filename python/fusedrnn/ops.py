@@ -259,9 +259,8 @@ def _backward(cell, cache, dout, dh_n, dc_n, need_dx=True):
     if _core.cuda_compiled:  # --- CUDA hook: a cache from the device is differentiated there ---
         from . import cuda_ops
 
-        if cuda_ops.on_device(cache):  # computes dx in any case
-            grads = cuda_ops.backward(cell, cache, dout, dh_n, dc_n)
-            return grads if need_dx else dict(grads, dx=None)
+        if cuda_ops.on_device(cache):
+            return cuda_ops.backward(cell, cache, dout, dh_n, dc_n, need_dx=need_dx)
     dout, dh_n, dc_n = _backward_args(cell, cache, dout, dh_n, dc_n)
     fn = getattr(_core, f"{cell}_backward")
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = fn(

@@ -70,6 +70,30 @@ def test_matches_reference(rng, config, option, dtype):
     check(rng, cell, act, case, dtype, f"{config}/{option}", **fwd_opts)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("config", sorted(CELL_CONFIGS))
+@pytest.mark.parametrize("option", ["state", "reverse_lengths", "proj_lengths"])
+def test_backward_without_dx(rng, config, option, dtype):
+    """need_dx=False on the device: dx None, the product skipped, every other gradient the
+    same bits as the full backward's."""
+    cell, act = CELL_CONFIGS[config]
+    case_opts, fwd_opts, proj = OPTIONS[option]
+    if proj and cell != "lstm":
+        pytest.skip("the projection is the LSTM's")
+    case = make_case(rng, cell, 5, 3, 4, 17, dtype, proj=proj, **case_opts)
+    out, h_n, c_n, cache = run_forward(CUDA, cell, act, case, training=True, **fwd_opts)
+    dout, dh_n, dc_n = make_cotangents(rng, out, h_n, c_n, dtype)
+    bwd = getattr(ops, f"{cell}_backward")
+    extra = (dc_n,) if cell == "lstm" else ()
+    full = bwd(cache, dout, dh_n, *extra)
+    part = bwd(cache, dout, dh_n, *extra, need_dx=False)
+    assert full["dx"].shape == case["x"].shape and part["dx"] is None
+    assert sorted(part) == sorted(full)
+    for key in full:
+        if key != "dx":
+            np.testing.assert_array_equal(part[key], full[key], err_msg=key)
+
+
 # Sizes where one grid-stride thread handles several items (B*H > blocks * 256 is not
 # reachable cheaply; B*H over one block is), B = 1, H = 1, I = 1, T = 1.
 SIZES = [(1, 1, 1, 1, 0, None, False), (1, 4, 5, 33, 0, [1, 1, 1, 1], True),

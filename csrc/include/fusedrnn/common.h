@@ -76,7 +76,7 @@ struct BackwardArgs {
   const T* dout;  // [T, B, P]; ignored past each sequence's length
   const T* dh_n;  // [B, P]
   const T* dc_n;  // [B, H] (LSTM only)
-  T* dx;          // [T, B, I]; nullptr: not wanted (the CPU kernels skip it; CUDA needs one)
+  T* dx;          // [T, B, I], or nullptr where dx is not wanted (the product is skipped)
   T* dh0;         // [B, P]
   T* dc0;         // [B, H] (LSTM only)
   T* dw_ih;       // [G*H, I]
