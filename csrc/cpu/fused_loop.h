@@ -79,18 +79,14 @@ inline void sum_row(T* __restrict dst, const T* a, const T* b, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dst[j] = a[j] + b[j];
 }
 
-// Steps per input-projection chunk of the packed forward: at least 256 rows (B * steps) where
-// T allows, all T where rows read different time indices at one step (as projection_chunk).
-// A chunk's projection is computed at its first step and then read one step at a time, so a
-// chunk that outgrows L2 sends those reads to L3; 256 rows still stream each packed W_ih panel
-// once for a good many rows.  Measured on AVX2 (LSTM training forward, 2 threads, alternating
-// builds): 1024 rows were 7% slower at (B, T, I, H) = (16, 100, 64, 64), 10% at
-// (32, 100, 256, 256), and no faster at (64, 50, 512, 512) or (16, 50, 1024, 1024).  The
-// products sum their K terms in the same order whatever the rows: results do not change.
-inline int64_t packed_projection_chunk(const Seq& q) {
-  if (!q.time_uniform()) return q.T;
-  return std::max<int64_t>(1, std::min<int64_t>(q.T, (256 + q.B - 1) / q.B));
-}
+// Rows per input-projection chunk of the packed forward (projection_chunk).  A chunk's
+// projection is computed at its first step and then read one step at a time, so a chunk that
+// outgrows L2 sends those reads to L3; 256 rows still stream each packed W_ih panel once for a
+// good many rows.  Measured on AVX2 (LSTM training forward, 2 threads, alternating builds): 1024
+// rows were 7% slower at (B, T, I, H) = (16, 100, 64, 64), 10% at (32, 100, 256, 256), and no
+// faster at (64, 50, 512, 512) or (16, 50, 1024, 1024).  The products sum their K terms in the
+// same order whatever the rows: results do not change.
+constexpr int64_t kPackedProjectionRows = 256;
 
 // What a parallel time loop shares besides its barrier: the step at which the calling thread
 // saw an interrupt (every thread leaves after that step's barrier, so all leave together), and
@@ -207,7 +203,7 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
   const int64_t npan = (H + U - 1) / U, ld = npan * NR;
   const int64_t nproj = proj ? (P + NP - 1) / NP : 0, ldp = nproj * NP;
 
-  const int64_t chunk = packed_projection_chunk(q);
+  const int64_t chunk = projection_chunk(q, kPackedProjectionRows);
   // The packed weights: from the caller's cache when it holds this layout, packed into it when
   // it is still empty (and no other call is filling it), else packed into scratch.
   PackedCache* pc = a.packed;

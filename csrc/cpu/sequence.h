@@ -54,12 +54,12 @@ void zero_padding(const Seq& q, T* a, int64_t n) {
     for (int64_t t = q.length(b); t < q.T; ++t) zero_row(a + (t * q.B + b) * n, n);
 }
 
-// Steps per input-projection chunk: enough rows (B * steps >= 1024) for the GEMM to run near
-// peak without a [T, B, G*H] buffer; all T when rows read different time indices at one step
-// (reverse direction with unequal lengths).
-inline int64_t projection_chunk(const Seq& q) {
+// Steps per input-projection chunk: enough rows (B * steps >= rows; 1024 for the BLAS of the
+// generic loop) for the GEMM to run near peak without a [T, B, G*H] buffer; all T when rows
+// read different time indices at one step (reverse direction with unequal lengths).
+inline int64_t projection_chunk(const Seq& q, int64_t rows = 1024) {
   if (!q.time_uniform()) return q.T;
-  return std::max<int64_t>(1, std::min<int64_t>(q.T, (1024 + q.B - 1) / q.B));
+  return std::max<int64_t>(1, std::min<int64_t>(q.T, (rows + q.B - 1) / q.B));
 }
 
 // The input projection xp[t] = x[t] W_ih^T for the steps a chunk covers (the cells add b_ih).  When every

@@ -332,8 +332,8 @@ class Sequential(Model):
             layer = self.layers[i]
             if i == len(self.layers) - 1 and from_logits:
                 dy = layer.backward_logits(dy)
-            elif i == first and getattr(type(layer), "skips_input_grad", False):  # not a wrapper's
-                dy = layer.backward(dy, need_dx=False)
+            elif i == first:
+                dy = layer.backward(dy, **tape.no_input_grad(layer))
             else:
                 dy = layer.backward(dy)
             if dy is None or i <= first:

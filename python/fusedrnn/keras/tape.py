@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["Tape", "call", "unique_name"]
+__all__ = ["Tape", "call", "no_input_grad", "unique_name"]
 
 _local = threading.local()
 _names: dict = {}
@@ -80,14 +80,20 @@ class Tape:
             need_dx = self._trained.get(id(x), True)
             if not need_dx and not getattr(layer, "params", None):
                 continue  # nothing to train here or before
-            kw = {} if need_dx or not getattr(type(layer), "skips_input_grad", False) else \
-                {"need_dx": False}
+            kw = {} if need_dx else no_input_grad(layer)
             if len(outs) == 1:
                 dx = layer.backward(gs[0], **kw)
             else:
                 dx = layer.backward_outputs(gs, **kw)
             if dx is not None and need_dx:
                 grads[id(x)] = dx if id(x) not in grads else grads[id(x)] + dx
+
+
+def no_input_grad(layer) -> dict:
+    """The backward keywords that spare ``layer`` its input gradient, where its class can
+    (``skips_input_grad``: the recurrent pieces; read on the class, not through a wrapper that
+    forwards attributes); {} elsewhere."""
+    return {"need_dx": False} if getattr(type(layer), "skips_input_grad", False) else {}
 
 
 def current():
