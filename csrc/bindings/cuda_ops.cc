@@ -25,42 +25,14 @@ namespace {
 
 namespace cu = fusedrnn::cuda;
 
-// Device memory holding a C-contiguous float32 or float64 array.
-struct DeviceArray {
-  std::shared_ptr<void> owner;  // frees the memory (or keeps a foreign owner alive)
-  void* ptr = nullptr;
-  std::vector<int64_t> shape;
-  py::dtype dtype;
-
-  int64_t size() const {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    return n;
-  }
-  size_t nbytes() const { return static_cast<size_t>(size()) * dtype.itemsize(); }
-  bool is_f32() const { return dtype.is(py::dtype::of<float>()) || dtype.equal(py::dtype::of<float>()); }
-
-  static DeviceArray empty(const std::vector<int64_t>& shape, const py::dtype& dt) {
-    DeviceArray a;
-    a.shape = shape;
-    a.dtype = dt;
-    const size_t bytes = a.nbytes();
-    void* p = nullptr;
-    if (bytes) FUSEDRNN_CUDA_CHECK(cudaMalloc(&p, bytes));
-    a.ptr = p;
-    a.owner = std::shared_ptr<void>(p, [](void* q) {
-      if (q) (void)cudaFree(q);
-    });
-    return a;
-  }
-};
-
 py::dtype float_dtype(const py::array& a, const char* name) {
   if (has_dtype<float>(a)) return py::dtype::of<float>();
   if (has_dtype<double>(a)) return py::dtype::of<double>();
   throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) +
                        ", expected float32 or float64 in native byte order");
 }
+
+}  // namespace
 
 DeviceArray from_numpy(const py::array& a) {
   const py::dtype dt = float_dtype(a, "array");
@@ -77,6 +49,8 @@ py::array to_numpy(const DeviceArray& d) {
   cu::copy(out.mutable_data(), d.ptr, d.nbytes(), cudaMemcpyDeviceToHost);
   return out;
 }
+
+namespace {
 
 void copy_from(DeviceArray& d, const py::array& a) {
   if (!a.dtype().equal(d.dtype) || !(a.flags() & py::array::c_style))

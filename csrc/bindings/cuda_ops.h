@@ -1,8 +1,53 @@
 // The CUDA bindings (cuda_ops.cc), registered by module.cc in builds with CUDA or its emulation.
 #pragma once
 
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "cuda/device.h"
+
 namespace fusedrnn::bind {
-void bind_cuda(pybind11::module_& m);
-}
+
+namespace py = pybind11;
+
+// Device memory holding a C-contiguous float32 or float64 array.
+struct DeviceArray {
+  std::shared_ptr<void> owner;  // frees the memory (or keeps a foreign owner alive)
+  void* ptr = nullptr;
+  std::vector<int64_t> shape;
+  py::dtype dtype;
+
+  int64_t size() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+  size_t nbytes() const { return static_cast<size_t>(size()) * dtype.itemsize(); }
+  bool is_f32() const { return dtype.is(py::dtype::of<float>()) || dtype.equal(py::dtype::of<float>()); }
+
+  static DeviceArray empty(const std::vector<int64_t>& shape, const py::dtype& dt) {
+    DeviceArray a;
+    a.shape = shape;
+    a.dtype = dt;
+    const size_t bytes = a.nbytes();
+    void* p = nullptr;
+    if (bytes) FUSEDRNN_CUDA_CHECK(cudaMalloc(&p, bytes));
+    a.ptr = p;
+    a.owner = std::shared_ptr<void>(p, [](void* q) {
+      if (q) (void)cudaFree(q);
+    });
+    return a;
+  }
+};
+
+// A device copy of a C-contiguous float32/float64 NumPy array, and a NumPy copy of a device array.
+DeviceArray from_numpy(const py::array& a);
+py::array to_numpy(const DeviceArray& d);
+
+void bind_cuda(py::module_& m);
+
+}  // namespace fusedrnn::bind
