@@ -284,13 +284,35 @@ def model_predict(model, x, batch_size, lengths):
         raise ValueError(f"give lengths or a mask (the model's {type(mask_layer).__name__}), "
                          "not both")
     x = _whole(x, 0)
+    chunks = x.chunks[0]
+    x = _on_batches(x, chunks, batch_size)
     N, bchunks = x.shape[0], x.chunks[0]
     tail, dtype = _probe(model, x)
     if lengths is not None:
         lengths = _split_lengths(lengths, x.shape[1], N, bchunks, "N")
     runner = _shipped(_Predictor(model, batch_size, tail, dtype), "model")
     ind = _letters(1 + len(tail), 0)  # the output's; x's other axes use other letters
-    return da.blockwise(_call, ind, runner, None, x, _letters(x.ndim, 0, "mnopqrs"),
-                        lengths, None if lengths is None else "b",
-                        new_axes=dict(zip(ind[1:], tail)), concatenate=True, dtype=dtype,
-                        meta=np.empty((0,) * len(ind), dtype), name=_new_key("predict"))
+    out = da.blockwise(_call, ind, runner, None, x, _letters(x.ndim, 0, "mnopqrs"),
+                       lengths, None if lengths is None else "b",
+                       new_axes=dict(zip(ind[1:], tail)), concatenate=True, dtype=dtype,
+                       meta=np.empty((0,) * len(ind), dtype), name=_new_key("predict"))
+    return out if bchunks == chunks else out.rechunk({0: chunks})
+
+
+def _on_batches(x, chunks: tuple, batch_size: int):
+    """x rechunked along the batch axis so that every block starts where an in-memory
+    predict's batch starts (a multiple of batch_size): each block then runs the very batches
+    the in-memory call runs, and the results are bitwise the same whatever the BLAS does with
+    products of different row counts (which may round a row differently).  Each boundary
+    moves down to the multiple below it; unknown chunk sizes are left alone."""
+    if any(np.isnan(c) for c in chunks) or all(c % batch_size == 0 for c in chunks[:-1]):
+        return x
+    bounds, at = [], 0
+    for c in chunks[:-1]:
+        at += c
+        b = at - at % batch_size
+        if b > (bounds[-1] if bounds else 0):
+            bounds.append(b)
+    total = at + chunks[-1]
+    edges = [0] + bounds + [total]
+    return x.rechunk({0: tuple(b - a for a, b in zip(edges, edges[1:]) if b > a)})
