@@ -84,9 +84,14 @@ def test_validation_split_history_and_evaluate_shapes(rng):
 
 
 def test_predict_batching_does_not_change_results(rng):
+    """The recurrent kernels' rows do not depend on the batch size: bitwise equal.  The Dense
+    head is NumPy's matrix product, which OpenBLAS may round differently for another row count
+    (it picks kernels by shape, and does so on AVX-512 machines): equal to rounding there."""
     x, _ = data(rng, 23)
     m = regression_model()
-    np.testing.assert_array_equal(m.predict(x, batch_size=5), m.predict(x, batch_size=100))
+    lstm = models.Sequential([m.layers[0]])
+    np.testing.assert_array_equal(lstm.predict(x, batch_size=5), lstm.predict(x, batch_size=100))
+    np.testing.assert_allclose(m.predict(x, batch_size=5), m.predict(x, batch_size=100), rtol=1e-6, atol=1e-7)
     assert m.predict(x).shape == (23, 1)
 
 
