@@ -277,7 +277,7 @@ def test_device_weight_cache_uploads_on_a_new_version(monkeypatch):
             uploads.append(a.copy())
 
     monkeypatch.setattr(_device._core, "DeviceArray", FakeDeviceArray, raising=False)
-    cache, w = _device.WeightCache(), np.ones(3)
+    cache, w = _device.DeviceState(), np.ones(3)
     first = cache.get("w", w, 0)
     assert cache.get("w", w, 0) is first and len(uploads) == 1
     w[0] = 5.0

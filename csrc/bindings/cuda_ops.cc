@@ -471,6 +471,13 @@ void bind_cuda(py::module_& m) {
       "Test hook: one emulated cublas{S,D}gemv; returns y.");
   m.def("_emu_bytes_in_use", &cu::emu::bytes_in_use, "Emulated device memory currently allocated.");
   m.def(
+      "_emu_traffic",
+      [] {
+        const cu::emu::Traffic t = cu::emu::traffic();
+        return py::make_tuple(t.to_device, t.to_host);
+      },
+      "Bytes copied (host to device, device to host) since the start, on the emulated device.");
+  m.def(
       "_emu_memcpy_check",
       [](const std::string& kind) {
         // A host-to-device copy whose destination is host memory must fail as on a GPU.

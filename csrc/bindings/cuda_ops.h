@@ -49,5 +49,6 @@ DeviceArray from_numpy(const py::array& a);
 py::array to_numpy(const DeviceArray& d);
 
 void bind_cuda(py::module_& m);
+void bind_cuda_optim(py::module_& m);  // cuda_optim.cc
 
 }  // namespace fusedrnn::bind

@@ -79,7 +79,8 @@ PYBIND11_MODULE(_core, m) {
         "Use another compiled kernel variant: 'baseline', 'avx2' or 'avx512'.");
 #ifdef FUSEDRNN_WITH_CUDA
   m.attr("cuda_compiled") = true;
-  bind::bind_cuda(m);  // csrc/bindings/cuda_ops.cc
+  bind::bind_cuda(m);        // csrc/bindings/cuda_ops.cc
+  bind::bind_cuda_optim(m);  // csrc/bindings/cuda_optim.cc
 #else
   m.attr("cuda_compiled") = false;
   m.attr("cuda_emulated") = false;

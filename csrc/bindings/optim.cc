@@ -1,9 +1,10 @@
 // fusedrnn._core.optimizer_update: the update rules of fusedrnn.keras.optimizers (SGD, Adam,
 // AdamW, RMSprop) in one pass over each parameter, in place.  The NumPy formulation in
-// optimizers.py stays the definition: every operation below is the same IEEE operation, in the
-// same order and the same dtype (products and sums rounded one by one; this file is compiled
-// without contraction into fused multiply-adds), so the two give bit-identical parameters and
-// slots, which tests/test_trainer_fast_paths.py checks.  What it saves is the NumPy calls: a
+// optimizers.py stays the definition: the rules (include/fusedrnn/optim.h, shared with the
+// CUDA kernel) make the same IEEE operations in the same order and dtype (products and sums
+// rounded one by one; this file is compiled without contraction into fused multiply-adds), so
+// the two give bit-identical parameters and slots, which tests/test_trainer_fast_paths.py
+// checks.  What it saves is the NumPy calls: a
 // dozen temporaries and round trips per step, which cost more than the arithmetic for the
 // parameter counts of small recurrent models.
 #include <algorithm>
@@ -12,20 +13,14 @@
 #include <string>
 #include <vector>
 
+#include "optim.h"
+
 #include "common.h"
 
 namespace fusedrnn::bind {
 namespace {
 
-// The rule's constants, already in the forms optimizers.py rounds to the dtype.
-struct Rule {
-  enum Kind { Sgd, Adam, RmsProp } kind;
-  double lr = 0, momentum = 0, beta_1 = 0, beta_2 = 0, epsilon = 0, rho = 0;
-  double lr_c1 = 0, c2 = 0;  // Adam: lr / (1 - beta_1^t) and 1 - beta_2^t
-  double decay = 1;          // AdamW: p *= decay before the step
-  double scale = 1;          // global_clipnorm: g *= scale first
-  bool nesterov = false;
-};
+namespace opt = fusedrnn::optim;
 
 template <typename T>
 struct Span {
@@ -34,65 +29,22 @@ struct Span {
   int64_t n;
 };
 
-// One parameter: p, g over n values; s0, s1 the slots' values at the same offsets.
+// One parameter: p, g over n values; s0, s1 the slots' values at the same offsets.  The rule
+// is picked once per parameter so that each loop is the rule's alone.
 template <typename T>
-void update(const Rule& r, T* __restrict p, const T* __restrict g, T* __restrict s0,
-            T* __restrict s1, int64_t n) {
-  const T scale = T(r.scale);
-  const bool scaled = r.scale != 1.0;
+void update(const opt::Rule& r, T* __restrict p, const T* __restrict g, T* __restrict s0, T* __restrict s1,
+            int64_t n) {
+  const opt::Consts<T> c(r);
   switch (r.kind) {
-    case Rule::Sgd: {
-      const T lr = T(r.lr), mom = T(r.momentum);
-      if (r.momentum == 0) {
-        for (int64_t i = 0; i < n; ++i) p[i] -= lr * (scaled ? g[i] * scale : g[i]);
-      } else if (r.nesterov) {  // v = mom v - lr g; p += mom v - lr g
-        for (int64_t i = 0; i < n; ++i) {
-          const T gi = scaled ? g[i] * scale : g[i];
-          s0[i] = s0[i] * mom - lr * gi;
-          p[i] += mom * s0[i] - lr * gi;
-        }
-      } else {  // v = mom v - lr g; p += v
-        for (int64_t i = 0; i < n; ++i) {
-          const T gi = scaled ? g[i] * scale : g[i];
-          s0[i] = s0[i] * mom - lr * gi;
-          p[i] += s0[i];
-        }
-      }
+    case opt::Kind::Sgd:
+      for (int64_t i = 0; i < n; ++i) opt::sgd(c, p[i], opt::grad_in(c, g[i]), s0 ? s0 + i : nullptr);
       return;
-    }
-    case Rule::Adam: {
-      const T b1 = T(r.beta_1), b2 = T(r.beta_2), one_b1 = T(1 - r.beta_1), one_b2 = T(1 - r.beta_2);
-      const T c2 = T(r.c2), eps = T(r.epsilon), lr_c1 = T(r.lr_c1), decay = T(r.decay);
-      const bool decayed = r.decay != 1.0;
-      for (int64_t i = 0; i < n; ++i) {
-        const T gi = scaled ? g[i] * scale : g[i];
-        T pi = decayed ? p[i] * decay : p[i];
-        const T m = s0[i] * b1 + one_b1 * gi;
-        const T v = s1[i] * b2 + one_b2 * (gi * gi);
-        s0[i] = m;
-        s1[i] = v;
-        pi -= lr_c1 * m / (std::sqrt(v / c2) + eps);
-        p[i] = pi;
-      }
+    case opt::Kind::Adam:
+      for (int64_t i = 0; i < n; ++i) opt::adam(c, p[i], opt::grad_in(c, g[i]), s0 + i, s1 + i);
       return;
-    }
-    case Rule::RmsProp: {
-      const T rho = T(r.rho), one_rho = T(1 - r.rho), eps = T(r.epsilon), lr = T(r.lr);
-      const T mom = T(r.momentum);
-      for (int64_t i = 0; i < n; ++i) {
-        const T gi = scaled ? g[i] * scale : g[i];
-        const T v = s0[i] * rho + one_rho * (gi * gi);
-        s0[i] = v;
-        const T step = lr * gi / (std::sqrt(v) + eps);
-        if (r.momentum > 0) {
-          s1[i] = s1[i] * mom + step;
-          p[i] -= s1[i];
-        } else {
-          p[i] -= step;
-        }
-      }
+    case opt::Kind::RmsProp:
+      for (int64_t i = 0; i < n; ++i) opt::rmsprop(c, p[i], opt::grad_in(c, g[i]), s0 + i, s1 ? s1 + i : nullptr);
       return;
-    }
   }
 }
 
@@ -119,7 +71,7 @@ bool usable(const py::handle& o, bool write) {
 // False, with nothing changed, when an array is not usable as it is or two parameters share
 // memory: the caller then runs the NumPy formulation.
 template <typename T>
-bool run(const Rule& r, const py::list& params, const py::list& grads, const py::list& slots,
+bool run(const opt::Rule& r, const py::list& params, const py::list& grads, const py::list& slots,
          size_t want_slots) {
   std::vector<Span<T>> spans;
   int64_t total = 0;
@@ -154,24 +106,32 @@ bool run(const Rule& r, const py::list& params, const py::list& grads, const py:
 
 }  // namespace
 
+fusedrnn::optim::Rule parse_rule(const std::string& rule, double lr, double scale, double momentum, bool nesterov,
+                                 double beta_1, double beta_2, double epsilon, double rho, double lr_c1, double c2,
+                                 double decay, double clip) {
+  opt::Rule r;
+  if (rule == "sgd") r.kind = opt::Kind::Sgd;
+  else if (rule == "adam") r.kind = opt::Kind::Adam;
+  else if (rule == "rmsprop") r.kind = opt::Kind::RmsProp;
+  else throw py::value_error("rule must be 'sgd', 'adam' or 'rmsprop', got '" + rule + "'");
+  r.lr = lr, r.scale = scale, r.momentum = momentum, r.nesterov = nesterov;
+  r.beta_1 = beta_1, r.beta_2 = beta_2, r.epsilon = epsilon, r.rho = rho;
+  r.lr_c1 = lr_c1, r.c2 = c2, r.decay = decay, r.clip = clip;
+  return r;
+}
+
 void bind_optim(py::module_& m) {
   m.def(
       "optimizer_update",
       [](const std::string& rule, const py::list& params, const py::list& grads, const py::list& slots,
          double lr, double scale, double momentum, bool nesterov, double beta_1, double beta_2,
          double epsilon, double rho, double lr_c1, double c2, double decay) {
-        Rule r;
-        size_t want = 0;
-        if (rule == "sgd") r.kind = Rule::Sgd, want = momentum > 0 ? 1 : 0;
-        else if (rule == "adam") r.kind = Rule::Adam, want = 2;
-        else if (rule == "rmsprop") r.kind = Rule::RmsProp, want = momentum > 0 ? 2 : 1;
-        else throw py::value_error("rule must be 'sgd', 'adam' or 'rmsprop', got '" + rule + "'");
+        const opt::Rule r = parse_rule(rule, lr, scale, momentum, nesterov, beta_1, beta_2, epsilon, rho, lr_c1,
+                                       c2, decay, 0.0);
+        const size_t want = static_cast<size_t>(opt::slots_of(r));
         if (params.size() != grads.size())
           throw py::value_error("params and grads must have the same length, got " +
                                 std::to_string(params.size()) + " and " + std::to_string(grads.size()));
-        r.lr = lr, r.scale = scale, r.momentum = momentum, r.nesterov = nesterov;
-        r.beta_1 = beta_1, r.beta_2 = beta_2, r.epsilon = epsilon, r.rho = rho;
-        r.lr_c1 = lr_c1, r.c2 = c2, r.decay = decay;
         if (params.size() == 0) return true;
         if (usable<float>(params[0], true)) return run<float>(r, params, grads, slots, want);
         if (usable<double>(params[0], true)) return run<double>(r, params, grads, slots, want);

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["check_device", "cuda_device_count", "is_device_array", "to_device", "WeightCache"]
+__all__ = ["check_device", "cuda_device_count", "is_device_array", "to_device", "DeviceState"]
 
 _NO_CUDA = ("device='cuda' needs fusedrnn built with CUDA (pip install . "
             "-Ccmake.define.FUSEDRNN_CUDA=ON, with nvcc and the nvidia-cublas wheel); this build "
@@ -57,18 +57,39 @@ def to_device(value):
     return _core.DeviceArray.from_numpy(np.ascontiguousarray(value))
 
 
-class WeightCache:
-    """Device copies of a layer's host parameters, uploaded again when the host array changed
-    since the last upload.  The layer's weight version (``params.version``, fusedrnn.layers)
-    moving on means a change without looking; with the version unchanged the host array is
-    still compared with the copy last uploaded, so an in-place edit made outside every API
-    (``layer.params[k][...] = v``) reaches the device too instead of leaving it stale."""
+class DeviceState:
+    """A layer's weights and gradients on the CUDA device, and which side holds their current
+    values.
+
+    Weights.  The device copies are made from the host arrays and uploaded again when those
+    change: the layer's weight version (``params.version``) moved on, or, with the version
+    unchanged, the host array differs from the copy last uploaded (an in-place edit made
+    outside every API).  After an optimiser step on the device (``for_update``) the device
+    copies are the newer ones: forwards use them without looking at the host, and the host
+    arrays are refreshed (``pull_params``) when the layer's ``params`` are next read.
+
+    Gradients.  Backward adds into device arrays (``grads``); the host arrays are refreshed
+    (``pull_grads``) when the layer's ``grads`` are read.  Arrays handed out may be edited, so
+    from then on the host arrays count, and the next device use uploads them first."""
 
     def __init__(self):
-        self._entries = {}  # name -> (version, host shadow copy, DeviceArray)
+        self._weights = {}  # name -> (version, host shadow copy, DeviceArray)
+        self.params_newer = False
+        self._grads = {}  # name -> DeviceArray
+        self.grads_on = "host"  # where the current gradient values are: 'host' or 'device'
+
+    # --- weights ----------------------------------------------------------------------------
+
+    def weights(self, host, names) -> dict:
+        """name -> current DeviceArray for the given names of ``host`` (the layer's params)."""
+        if self.params_newer:
+            return {k: self._weights[k][2] for k in names}
+        version = host.version
+        return {k: self.get(k, dict.__getitem__(host, k), version) for k in names}
 
     def get(self, name: str, host: np.ndarray, version: int):
-        entry = self._entries.get(name)
+        """One weight's device copy, uploaded when ``host`` changed since the last upload."""
+        entry = self._weights.get(name)
         if entry is not None:
             seen, shadow, dev = entry
             if (seen == version and shadow.shape == host.shape and shadow.dtype == host.dtype
@@ -83,12 +104,63 @@ class WeightCache:
         else:
             dev = _core.DeviceArray.from_numpy(host)
             shadow = host.copy()
-        self._entries[name] = (version, shadow, dev)
+        self._weights[name] = (version, shadow, dev)
         return dev
 
-    def clear(self) -> None:
-        self._entries.clear()
+    def for_update(self, host) -> dict:
+        """The device weights, current, for an optimiser step that will change them: from now
+        on the device copies are the newer ones."""
+        out = self.weights(host, list(host))
+        self.params_newer = True
+        return out
 
-    # A pickled layer carries its host parameters; the device copies are made again on use.
+    def pull_params(self, host) -> None:
+        """Refresh the host arrays (in place) from newer device copies."""
+        if not self.params_newer:
+            return
+        self.params_newer = False
+        version = host.version
+        for k, (_, shadow, dev) in self._weights.items():
+            np.copyto(shadow, dev.numpy())
+            np.copyto(dict.__getitem__(host, k), shadow)
+            self._weights[k] = (version, shadow, dev)
+
+    # --- gradients --------------------------------------------------------------------------
+
+    def grads(self, host) -> dict:
+        """name -> DeviceArray holding the current gradients (uploaded from ``host`` first when
+        the host arrays are the ones that count)."""
+        if self.grads_on == "host":
+            for k, g in host.items():
+                dev = self._grads.get(k)
+                if dev is None or dev.shape != g.shape or dev.dtype != g.dtype:
+                    self._grads[k] = _core.DeviceArray.from_numpy(np.ascontiguousarray(g))
+                else:
+                    dev.copy_from(np.ascontiguousarray(g))
+            self.grads_on = "device"
+        return self._grads
+
+    def pull_grads(self, host) -> None:
+        """Refresh the host gradient arrays (in place) from the device; the host counts after."""
+        if self.grads_on == "device":
+            for k, dev in self._grads.items():
+                np.copyto(host[k], dev.numpy())
+        self.grads_on = "host"
+
+    def zero_grads(self, host) -> None:
+        """Zero the gradients: on the device where they are kept there, else on the host."""
+        if self._grads and self._grads.keys() == host.keys():
+            for dev in self._grads.values():
+                _core.cuda_zero(dev)
+            self.grads_on = "device"
+        else:
+            for g in host.values():
+                g.fill(0)
+            self.grads_on = "host"
+
+    # A pickled layer carries its host arrays (pulled first); device copies are made on use.
     def __getstate__(self):
-        return {"_entries": {}}
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()

@@ -32,7 +32,10 @@ def _dev(value, name: str, dtype=None):
 
 
 def _zeros(shape, dtype):
-    return _core.DeviceArray.from_numpy(np.zeros(shape, dtype))
+    """Zeros made on the device (nothing crosses from the host)."""
+    arr = _core.DeviceArray.empty([int(n) for n in shape], np.dtype(dtype))
+    _core.cuda_zero(arr)
+    return arr
 
 
 def _out(arr, keep: bool):

@@ -182,7 +182,7 @@ class _RNNBase(StepMixin):
 
         self.num_directions = 2 if self.bidirectional else 1
         self._device = "cpu"
-        self._device_weights = None
+        self._dev = None  # _device.DeviceState on CUDA
         self._init_thread_state()  # before to(): moving to a device resets the thread's trace
         self.to(device)
         self.training = True
@@ -219,7 +219,9 @@ class _RNNBase(StepMixin):
         self._local.state = value
 
     def __getstate__(self):
-        # Traces belong to the threads that made them; a copy starts with none.
+        # Traces belong to the threads that made them; a copy starts with none.  The host
+        # arrays are brought up to date first: a copy carries them, not the device's.
+        self._pull()
         state = dict(self.__dict__)
         del state["_local"], state["_grad_lock"]
         state.pop("_packed", None)  # made again by the next forward
@@ -229,6 +231,10 @@ class _RNNBase(StepMixin):
     def __setstate__(self, state):
         if "params" in state:  # written before params carried a version
             state["_params"] = _Params(state.pop("params"))
+        if "grads" in state:  # written before grads were read through a property
+            state["_grads"] = state.pop("grads")
+        if "_device_weights" in state:  # written before the device kept gradients too
+            state["_dev"] = _device.DeviceState() if state.pop("_device_weights") is not None else None
         self.__dict__.update(state)
         self._init_thread_state()
 
@@ -298,7 +304,11 @@ class _RNNBase(StepMixin):
 
     @property
     def params(self) -> dict:
-        """Parameter name -> array (torch's names).  Its ``version`` counts weight changes."""
+        """Parameter name -> array (torch's names).  Its ``version`` counts weight changes.
+        On CUDA, after an optimiser step on the device, reading it copies the weights back
+        into these arrays first (so hold on to the dict or its arrays only between steps)."""
+        if self._dev is not None:
+            self._dev.pull_params(self._params)
         return self._params
 
     @params.setter
@@ -306,6 +316,39 @@ class _RNNBase(StepMixin):
         old = self.__dict__.get("_params")
         self._params = _Params(value)
         self._params.version = (old.version + 1) if old is not None else 0
+
+    @property
+    def grads(self) -> dict:
+        """Gradient name -> array, the keys of ``params``; backward adds into it.  On CUDA the
+        gradients are summed on the device and copied into these arrays when this is read."""
+        if self._dev is not None:
+            with self._grad_lock:
+                self._dev.pull_grads(self._grads)
+        return self._grads
+
+    @grads.setter
+    def grads(self, value) -> None:
+        self._grads = dict(value)
+
+    def _pull(self) -> None:
+        """Bring the host arrays up to date with the device's (no-op on the CPU)."""
+        if self._dev is not None:
+            self._dev.pull_params(self._params)
+            with self._grad_lock:
+                self._dev.pull_grads(self._grads)
+
+    def trainable(self, prefix: str = "") -> list:
+        """(prefix + name, parameter, gradient) triples for an optimiser's ``apply`` (e.g.
+        ``fusedrnn.keras.optimizers.Adam().apply(layer.trainable())``).  On CUDA they are the
+        device arrays themselves, so the step runs on the device and the weights, gradients and
+        the optimiser's slots stay there; ``params`` and ``grads`` read them back when read."""
+        if self._dev is None:
+            return [(prefix + k, p, self._grads[k]) for k, p in self._params.items()]
+        with self._grad_lock:
+            grads = self._dev.grads(self._grads)
+        weights = self._dev.for_update(self._params)
+        self.weights_changed()  # copies kept elsewhere (step()) are made again
+        return [(prefix + k, weights[k], grads[k]) for k in self._params]
 
     def weights_changed(self) -> None:
         """Say that parameter arrays were edited in place outside a training step, so the
@@ -358,26 +401,33 @@ class _RNNBase(StepMixin):
 
     def zero_grad(self) -> None:
         with self._grad_lock:
-            for g in self.grads.values():
-                g.fill(0)
+            if self._dev is not None:
+                self._dev.zero_grads(self._grads)
+            else:
+                for g in self._grads.values():
+                    g.fill(0)
         self.weights_changed()  # a training loop's step boundary: the weights may have moved
 
     # --- device (CUDA hook; fusedrnn/_device.py, fusedrnn/cuda_ops.py) ----------------------
 
     @property
     def device(self) -> str:
-        """'cpu' or 'cuda': where the kernels run.  ``params`` and ``grads`` stay NumPy arrays
-        on either device; on CUDA the weights are kept on the device between calls and copied
-        again only after the host arrays change (an optimiser step)."""
+        """'cpu' or 'cuda': where the kernels run.  ``params`` and ``grads`` read as NumPy
+        arrays on either device.  On CUDA the weights are kept on the device between calls
+        (uploaded again only after the host arrays change), backward sums the gradients there,
+        and an optimiser given ``trainable()`` steps them there."""
         return self._device
 
     def to(self, device):
         """Run the kernels on ``device`` ('cpu' or 'cuda') from the next call on; returns self."""
         device = _device.check_device(device)
-        if device != self._device:
-            self._trace, self._trace_state = None, "none"
+        if device == self._device:
+            return self
+        self._trace, self._trace_state = None, "none"
+        if "_params" in self.__dict__:
+            self._pull()  # what the device holds comes back to the host arrays
         self._device = device
-        self._device_weights = _device.WeightCache() if device == "cuda" else None
+        self._dev = _device.DeviceState() if device == "cuda" else None
         return self
 
     def train(self, mode: bool = True):
@@ -546,10 +596,9 @@ class _RNNBase(StepMixin):
 
     def _run(self, x, sfx, h0, c0, lengths, reverse, training):
         """One layer, one direction, through ops: (out, h_n, c_n or None, cache)."""
-        p = self.params
-        if self._device == "cuda":  # --- CUDA hook: weights from the device copies ---
-            version = p.version
-            p = {k: self._device_weights.get(k, v, version) for k, v in p.items() if k.endswith(sfx)}
+        p = self._params
+        if self._dev is not None:  # --- CUDA hook: weights from the device copies ---
+            p = self._dev.weights(p, [k for k in p if k.endswith(sfx)])
         w = (x, p["weight_ih" + sfx], p["weight_hh" + sfx],
              p.get("bias_ih" + sfx), p.get("bias_hh" + sfx))
         kw = dict(lengths=lengths, reverse=reverse, training=training, device=self._device)
@@ -569,7 +618,7 @@ class _RNNBase(StepMixin):
         forward of a layer in eval mode.  The kernels fill it on the first forward and reuse it
         until the version moves (the same contract as step(): an in-place edit outside the
         APIs needs weights_changed())."""
-        key, version = (sfx, _core.isa()), self.params.version
+        key, version = (sfx, _core.isa()), self._params.version
         entry = self._packed.get(key)
         if entry is None or entry[0] != version:
             self._packed = {k: e for k, e in self._packed.items() if e[0] == version}
@@ -696,6 +745,14 @@ class _RNNBase(StepMixin):
         return dx, dh0, dc0
 
     def _run_backward(self, cache, dout, dh_n, dc_n, need_dx):
+        if self._dev is not None:  # --- CUDA hook: weight gradients stay on the device ---
+            from . import cuda_ops
+
+            g = cuda_ops.backward(self._cell, cache, dout, dh_n, dc_n, keep=True, need_dx=need_dx)
+            for k in ("dx", "dh0", "dc0"):
+                if g.get(k) is not None:
+                    g[k] = g[k].numpy()
+            return g
         if self._cell == "lstm":
             return ops.lstm_backward(cache, dout, dh_n, dc_n, need_dx=need_dx)
         if self._cell == "gru":
@@ -709,13 +766,20 @@ class _RNNBase(StepMixin):
         self.weights_changed()
 
     def _add_grads(self, sfx, g):
-        self.grads["weight_ih" + sfx] += g["dw_ih"]
-        self.grads["weight_hh" + sfx] += g["dw_hh"]
+        if self._dev is not None:
+            grads = self._dev.grads(self._grads)
+            for name, key in (("weight_ih", "dw_ih"), ("weight_hh", "dw_hh"), ("bias_ih", "db_ih"),
+                              ("bias_hh", "db_hh"), ("weight_hr", "dw_hr")):
+                if name + sfx in grads:
+                    _core.cuda_add_into(grads[name + sfx], g[key])
+            return
+        self._grads["weight_ih" + sfx] += g["dw_ih"]
+        self._grads["weight_hh" + sfx] += g["dw_hh"]
         if self.bias:
-            self.grads["bias_ih" + sfx] += g["db_ih"]
-            self.grads["bias_hh" + sfx] += g["db_hh"]
+            self._grads["bias_ih" + sfx] += g["db_ih"]
+            self._grads["bias_hh" + sfx] += g["db_hh"]
         if self.proj_size:
-            self.grads["weight_hr" + sfx] += g["dw_hr"]
+            self._grads["weight_hr" + sfx] += g["dw_hr"]
 
 
 def _state_pair(value, name: str, first: str, second: str):

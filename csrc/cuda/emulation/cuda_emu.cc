@@ -18,6 +18,7 @@ namespace {
 std::mutex g_mu;
 std::map<uintptr_t, size_t> g_allocs;  // base -> bytes
 size_t g_in_use = 0;
+Traffic g_traffic;
 thread_local cudaError_t g_last = cudaSuccess;
 
 cudaError_t record(cudaError_t e) {
@@ -56,6 +57,11 @@ bool valid_launch(dim3 grid, dim3 block) {
 size_t bytes_in_use() {
   std::lock_guard<std::mutex> lock(g_mu);
   return g_in_use;
+}
+
+Traffic traffic() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return g_traffic;
 }
 
 }  // namespace fusedrnn::cuda::emu
@@ -118,6 +124,10 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
   if ((dst_dev && !inside(dst, bytes)) || (src_dev && !inside(src, bytes)))
     return record(cudaErrorInvalidValue);
   std::memmove(dst, src, bytes);
+  if (dst_dev != src_dev) {
+    std::lock_guard<std::mutex> lock(g_mu);
+    (dst_dev ? g_traffic.to_device : g_traffic.to_host) += bytes;
+  }
   return cudaSuccess;
 }
 

@@ -159,4 +159,10 @@ bool run_grid(dim3 grid, dim3 block, F&& body) {
 // Bytes of emulated device memory in use (tests check that nothing leaks).
 size_t bytes_in_use();
 
+// Bytes copied host to device and device to host since the start (tests check what crosses).
+struct Traffic {
+  unsigned long long to_device = 0, to_host = 0;
+};
+Traffic traffic();
+
 }  // namespace fusedrnn::cuda::emu

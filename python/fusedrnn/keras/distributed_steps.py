@@ -34,15 +34,18 @@ class FlatGradients:
     2**24), the loss sum keeps float32's 1e-7 relative precision in a float32 model."""
 
     def __init__(self, model, n_stats):
-        self.grads = [g for _, _, g in model._trainable()]
-        dtype = np.result_type(*self.grads) if self.grads else np.float64
-        self.size = sum(g.size for g in self.grads)
+        self.model = model
+        grads = [g for _, _, g in model._trainable()]
+        dtype = np.result_type(*grads) if grads else np.float64
+        self.size = sum(g.size for g in grads)
         self.buf = np.empty(self.size + n_stats, dtype)
 
     def allreduce(self, group, stats):
         """Sum the ranks' (summed) gradients and stats; write the sums divided by the global
         count stats[1] into the grads; return the summed stats (float64)."""
         n = self.size
+        # Read each step: on CUDA, reading a layer's grads brings the device's sums back.
+        self.grads = [g for _, _, g in self.model._trainable()]
         if n:
             np.concatenate([g.reshape(-1) for g in self.grads], out=self.buf[:n])
         self.buf[n:] = stats

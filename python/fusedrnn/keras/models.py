@@ -168,8 +168,16 @@ class Model(Trainer):
                 return layer.return_sequences
         return isinstance(self.layers[0], Embedding) if self.layers else False
 
-    def _trainable(self):
+    def _trainable(self, device: bool = False):
+        """(key, parameter, gradient) triples of every layer, NumPy arrays; with device=True,
+        the device arrays of the recurrent layers that run on CUDA (for an optimiser step that
+        keeps them there)."""
         for i, layer in enumerate(self.layers):
+            on_device = getattr(layer, "device_trainable", None) if device else None
+            triples = on_device(f"{i}.") if on_device is not None else None
+            if triples is not None:
+                yield from triples
+                continue
             for name, p in layer.params.items():
                 yield f"{i}.{name}", p, layer.grads[name]
 
@@ -327,7 +335,7 @@ class Sequential(Model):
     def _backward(self, dy, from_logits: bool):
         # The gradient of the model's input is never used: backward stops at the first layer
         # with parameters, which computes no input gradient where it can.
-        first = next((i for i, layer in enumerate(self.layers) if getattr(layer, "params", None)), 0)
+        first = next((i for i, layer in enumerate(self.layers) if tape.has_params(layer)), 0)
         for i in reversed(range(len(self.layers))):
             layer = self.layers[i]
             if i == len(self.layers) - 1 and from_logits:

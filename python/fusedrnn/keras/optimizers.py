@@ -128,6 +128,16 @@ def _learning_rate(value):
 
 # --- optimisers -------------------------------------------------------------------------------
 
+def _on_device(a) -> bool:
+    """True for a CUDA DeviceArray (a parameter, gradient or slot kept on the device)."""
+    return _core.cuda_compiled and isinstance(a, _core.DeviceArray)
+
+
+def _host(a):
+    """A NumPy array for a slot array on either side."""
+    return a.numpy() if _on_device(a) else a
+
+
 def global_norm(grads) -> float:
     """sqrt of the sum of squares of every gradient entry, accumulated in float64."""
     return math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
@@ -170,20 +180,34 @@ class Optimizer:
         in the same order as _update); otherwise, and for subclasses, _update runs once over
         all parameters laid end to end (one flat copy of the params and grads), not once per
         parameter: a model's dozen small arrays would otherwise cost a dozen rounds of NumPy
-        calls per step."""
+        calls per step.
+
+        Triples of CUDA device arrays (a layer's ``trainable()`` on device='cuda') are stepped
+        on the device by the same rules (bit-identical), with their slots kept there too;
+        clipping and the global norm take every triple into account, host and device alike."""
         triples = list(triples)
         if not triples:
             return
+        device = [t for t in triples if _on_device(t[1])]
+        host = [t for t in triples if not _on_device(t[1])] if device else triples
         if self.clipnorm is not None or self.clipvalue is not None:
-            triples = [(k, p, self._clip(g)) for k, p, g in triples]
-        grads = [g for _, _, g in triples]
+            host = [(k, p, self._clip(g)) for k, p, g in host]
         scale = 1.0
         if self.global_clipnorm is not None:
-            norm = global_norm(grads)
+            squares = sum(float(np.vdot(g, g)) for _, _, g in host)
+            squares += sum(_core.cuda_sum_squares(g) for _, _, g in device)
+            norm = math.sqrt(squares)
             if norm > self.global_clipnorm:
                 scale = self.global_clipnorm / norm
         lr = self.lr
         self.iterations += 1
+        if host:
+            self._apply_host(host, lr, scale)
+        if device:
+            self._apply_device(device, lr, scale)
+
+    def _apply_host(self, triples, lr, scale) -> None:
+        grads = [g for _, _, g in triples]
         dtype = triples[0][1].dtype
         if any(p.dtype != dtype or g.dtype != dtype for _, p, g in triples):
             for key, p, g in triples:  # mixed dtypes: one parameter at a time
@@ -208,6 +232,41 @@ class Optimizer:
             np.copyto(p, flat_p[offset:offset + p.size].reshape(p.shape))
             offset += p.size
 
+    def _apply_device(self, triples, lr, scale) -> None:
+        """The step for triples of device arrays; each slot is a device array per key."""
+        rule = _NATIVE.get(type(self))
+        if rule is None:  # a subclass's own _update: NumPy on host copies, written back
+            for key, p, g in triples:
+                ph, gh = p.numpy(), g.numpy()
+                if self.clipnorm is not None or self.clipvalue is not None:
+                    gh = self._clip(gh)
+                if scale != 1.0:
+                    gh = gh * ph.dtype.type(scale)
+                self._update(ph, gh, lr, {name: self._slot(name, key, ph) for name in self._slots})
+                p.copy_from(ph)
+            return
+        for dtype in {p.dtype for _, p, _ in triples}:  # one call per dtype
+            group = [t for t in triples if t[1].dtype == dtype]
+            scales = []
+            if self.clipnorm is not None:
+                norms = [math.sqrt(_core.cuda_sum_squares(g)) for _, _, g in group]
+                scales = [self.clipnorm / n if n > self.clipnorm else 1.0 for n in norms]
+            slots = [[self._device_slot(name, k, p) for k, p, _ in group] for name in self._slots]
+            _core.cuda_optimizer_update(
+                rule, [p for _, p, _ in group], [g for _, _, g in group], slots, lr=lr, scale=scale,
+                scales=scales, clip=self.clipvalue or 0.0, **self._native_args(lr))
+
+    def _device_slot(self, name, key, p):
+        """The device array of one slot for one key (zeros at first; a host array found there,
+        from set_state or a step on the host, is uploaded)."""
+        table = self.state.setdefault(name, {})
+        slot = table.get(key)
+        if not _on_device(slot):
+            host = np.zeros(p.shape, p.dtype) if slot is None else np.ascontiguousarray(slot, p.dtype)
+            slot = table[key] = _core.DeviceArray.from_numpy(host)
+            self._flat = None
+        return slot
+
     def _clip(self, g):
         """One gradient after clipnorm (its own norm at most clipnorm) or clipvalue."""
         if self.clipvalue is not None:
@@ -225,7 +284,7 @@ class Optimizer:
         flats = {}
         for name in self._slots:
             table = self.state.setdefault(name, {})
-            flat = np.concatenate([table[k].reshape(-1) if k in table else np.zeros(p.size, p.dtype)
+            flat = np.concatenate([_host(table[k]).reshape(-1) if k in table else np.zeros(p.size, p.dtype)
                                    for k, p, _ in triples]).astype(triples[0][1].dtype, copy=False)
             offset = 0
             for k, p, _ in triples:
@@ -240,6 +299,8 @@ class Optimizer:
         table = self.state.setdefault(name, {})
         if key not in table:
             table[key] = np.zeros_like(p)
+        elif _on_device(table[key]):
+            table[key] = table[key].numpy()
         return table[key]
 
     def _update(self, p, g, lr, slots) -> None:
@@ -272,7 +333,7 @@ class Optimizer:
 
     def get_state(self):
         """(iterations, {slot: {key: array}}) with copies of the arrays."""
-        return self.iterations, {s: {k: a.copy() for k, a in t.items()} for s, t in self.state.items()}
+        return self.iterations, {s: {k: _host(a).copy() for k, a in t.items()} for s, t in self.state.items()}
 
     def set_state(self, iterations, state) -> None:
         self._flat = None

@@ -93,6 +93,11 @@ class Layer:
     def count_params(self) -> int:
         return sum(p.size for p in self.params.values())
 
+    def has_params(self) -> bool:
+        """Whether the layer has parameters (asked each step: a layer whose arrays live on a
+        device answers without reading them back)."""
+        return bool(self.params)
+
     def get_weights(self) -> list:
         """Copies of the parameters, in the layout Keras' layer of the same kind uses (the
         torch-named pieces: their ``params`` in order)."""
@@ -363,10 +368,50 @@ class Recurrent(Layer):
         self.return_sequences = bool(return_sequences)
         self.stateful = bool(stateful)
         self.dtype = layer.dtype
-        self.params = layer.params
-        self.grads = layer.grads
+        self._keys = None  # every parameter of the layer (a Keras layer trains a subset)
         self._state = None
         self._trace = None
+
+    # params and grads are read through the wrapped layer each time (on CUDA that brings the
+    # device's values back to the host arrays); assigning a dict picks the keys to expose.
+    @property
+    def params(self) -> dict:
+        if "layer" not in self.__dict__:  # a Keras layer not built yet
+            return {}
+        p = self.layer.params
+        return p if self._keys is None else {k: p[k] for k in self._keys}
+
+    @params.setter
+    def params(self, value) -> None:
+        layer = self.__dict__.get("layer")
+        self._keys = None if layer is None or value is layer.params else list(value)
+
+    @property
+    def grads(self) -> dict:
+        if "layer" not in self.__dict__:
+            return {}
+        g = self.layer.grads
+        return g if self._keys is None else {k: g[k] for k in self._keys}
+
+    @grads.setter
+    def grads(self, value) -> None:
+        pass  # the keys of params
+
+    def device_trainable(self, prefix: str):
+        """(key, parameter, gradient) triples of device arrays when the layer runs on CUDA (an
+        optimiser step on them stays on the device), else None."""
+        if self.layer.device != "cuda":
+            return None
+        triples = self.layer.trainable()
+        keep = None if self._keys is None else set(self._keys)
+        return [(prefix + k, p, g) for k, p, g in triples if keep is None or k in keep]
+
+    def zero_grad(self) -> None:
+        if "layer" in self.__dict__:  # built
+            self.layer.zero_grad()
+
+    def has_params(self) -> bool:
+        return "layer" in self.__dict__
 
     @property
     def rng(self):

@@ -64,7 +64,7 @@ class Tape:
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
         self._known.update(id(o) for o in outs)
         self._keep.extend(outs)
-        trained = self._trained.get(id(x), False) or bool(getattr(layer, "params", None))
+        trained = self._trained.get(id(x), False) or has_params(layer)
         self._trained.update((id(o), trained) for o in outs)
         self.records.append((layer, x, outs))
 
@@ -78,7 +78,7 @@ class Tape:
             if all(g is None for g in gs):
                 continue  # an output nothing downstream used
             need_dx = self._trained.get(id(x), True)
-            if not need_dx and not getattr(layer, "params", None):
+            if not need_dx and not has_params(layer):
                 continue  # nothing to train here or before
             kw = {} if need_dx else no_input_grad(layer)
             if len(outs) == 1:
@@ -87,6 +87,12 @@ class Tape:
                 dx = layer.backward_outputs(gs, **kw)
             if dx is not None and need_dx:
                 grads[id(x)] = dx if id(x) not in grads else grads[id(x)] + dx
+
+
+def has_params(layer) -> bool:
+    """Whether a layer has parameters, asked without reading them (pieces.Layer.has_params)."""
+    ask = getattr(layer, "has_params", None)
+    return ask() if callable(ask) else bool(getattr(layer, "params", None))
 
 
 def no_input_grad(layer) -> dict:

@@ -210,8 +210,8 @@ class Trainer:
         return value, pred, weights
 
     def zero_grad(self) -> None:
-        for _, _, g in self._trainable():
-            g.fill(0)
+        for layer in self.layers:
+            layer.zero_grad()
 
     def loss_and_gradients(self, x, y, lengths=None, sample_weight=None):
         """Loss on (x, y) in training mode and the gradient of every parameter, keyed
@@ -231,7 +231,7 @@ class Trainer:
     def _train_batch(self, batch):
         self.zero_grad()
         out = self._step(batch, train=True)
-        self.optimizer.apply(self._trainable())
+        self.optimizer.apply(self._trainable(device=True))
         return out
 
     # --- fit / evaluate / predict -----------------------------------------------------------

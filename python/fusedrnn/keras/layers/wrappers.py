@@ -47,6 +47,9 @@ class _Wrapper(Layer):
     def zero_grad(self):
         self.inner.zero_grad()
 
+    def has_params(self):
+        return self.inner.has_params()
+
     def reset_parameters(self, rng=None):
         self.inner.reset_parameters(rng)
 
