@@ -1,8 +1,10 @@
 """`fusedrnn bench` and `fusedrnn check`: validate fusedrnn against the float64 reference, then
-time it beside the reference, torch.nn and the CUDA device.  One module per job:
+time it beside the reference and torch.nn, and on the CUDA device beside torch.nn with cuDNN
+(``--device cuda``: fusedrnn-cuda and torch-cuda).  One module per job:
 
     cases        what a case is, its flops, the named grids, its seeded inputs
-    contenders   how fusedrnn, the NumPy reference, torch.nn and fusedrnn-cuda run a case
+    contenders   how fusedrnn, the NumPy reference, torch.nn, fusedrnn-cuda, torch-cuda (torch.nn
+                 on CUDA) and onnxruntime run a case
     validation   validate first: every contender against the float64 reference
     timing       warm-up, round robin, medians and IQR, peak memory, other processes' load
     report       the header block, terminal table, JSON, CSV, markdown and plot

@@ -1,6 +1,7 @@
 """The `bench` and `check` subcommands of the `fusedrnn` command (fusedrnn.cli dispatches here).
 
     fusedrnn bench ...   validate, then time fusedrnn against the NumPy reference and torch.nn
+                         (--device cuda: fusedrnn-cuda against torch.nn on CUDA, cuDNN)
     fusedrnn check       build facts and a quick parity self-test
 
 Each is a pair: ``add_<name>(subparsers)`` declares its flags, ``run_<name>(args, parser) -> int``
@@ -22,7 +23,7 @@ from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from . import isa, report, timing
 from .cases import (CELLS, DEEPBENCH_HELP, DTYPES, FLOPS_HELP, GRIDS, MODES, STANDARD_SIZES, Case,
                     grid)
-from .contenders import CONTENDERS, onnxruntime_available, torch_available
+from .contenders import CONTENDERS, onnxruntime_available, torch_available, torch_cuda_unavailable
 from .timing import MEMORY_HELP, TIMING_HELP
 from .validation import TOLERANCE, validate
 
@@ -48,7 +49,7 @@ def _seconds(text: str) -> float:
 
 
 def _paragraphs(*texts) -> str:
-    return "\n\n".join(textwrap.fill(t, width=96) for t in texts)
+    return "\n\n".join(textwrap.fill(t, width=96, break_on_hyphens=False) for t in texts)
 
 
 # ----------------------------------------------------------------------------
@@ -79,17 +80,31 @@ def add_bench(subparsers):
         "once by fusedrnn.onnx.export, run by an InferenceSession on the CPU provider with "
         "intra_op_num_threads = --threads, inter_op 1, sequential execution; inference only, so it "
         "is timed in fwd mode on float32 cases and left out of fwdbwd and float64 cases with a note.",
+        "--device cuda: the contenders are fusedrnn (CPU), fusedrnn-cuda and torch-cuda. fusedrnn-cuda "
+        "is fusedrnn with device='cuda', timed with CUDA events around the whole call including "
+        "copying every result back to the host (NumPy out). torch-cuda is torch.nn.LSTM/GRU/RNN "
+        "(same num_layers, bidirectional, weights, inputs, states and dout) on torch's CUDA device, "
+        "cuDNN where torch picks it (whatever torch runs is timed, float64 included), float32 at "
+        "full precision (cuDNN's RNN TF32 off: TF32 products miss the float32 tolerance); timed "
+        "with torch.cuda.Event pairs on the current stream, its results left on the device (copied "
+        "to the host for validation only). Same warm-up, repeats, modes and dtype as every contender. The header shows torch's "
+        "CUDA and cuDNN versions, whether cuDNN is enabled, and the GPU. Without torch, or with "
+        "torch.cuda.is_available() False, torch-cuda is listed in every case as 'unavailable' with "
+        "the reason and the rest still runs; naming it in --contenders is then a usage error. In an "
+        "emulated build (FUSEDRNN_CUDA_EMULATION) the fusedrnn-cuda times are the host emulation's.",
         TIMING_HELP,
         FLOPS_HELP + " speed-up = a contender's median / fusedrnn's median.",
         MEMORY_HELP,
         "Output: a table on the terminal; --json and --csv add a header block (machine, CPU, cores, "
-        "fusedrnn build_info, numpy/torch versions, threads, date, settings); all files are written "
+        "fusedrnn build_info, numpy/torch versions, torch-cuda's CUDA, cuDNN and GPU, threads, date, "
+        "settings); all files are written "
         "atomically after every case. Exit codes: 0 ok, 1 validation failed, 2 usage error.",
     )
     p = subparsers.add_parser(
         "bench", help="time fusedrnn against the NumPy reference and torch.nn",
         description="Validate, then time fusedrnn's LSTM/GRU/RNN against the NumPy reference and "
-                    "torch.nn on the same weights, inputs and thread count.",
+                    "torch.nn on the same weights, inputs and thread count (--device cuda: "
+                    "fusedrnn-cuda against torch.nn on CUDA with cuDNN).",
         epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("cases")
     g.add_argument("--grid", choices=GRIDS, help="a named grid of cases (see below)")
@@ -109,13 +124,17 @@ def add_bench(subparsers):
                         "steps against one forward (defaults B=1, I=H=128, T=100, cell lstm)")
     g = p.add_argument_group("contenders and threads")
     g.add_argument("--contenders", metavar="LIST",
-                   help="comma-separated out of fusedrnn,numpy,torch,onnxruntime (default: "
-                        "fusedrnn,numpy,torch; torch when importable). onnxruntime runs the case "
+                   help="comma-separated out of " + ",".join(CONTENDERS) + " (default: "
+                        "fusedrnn,numpy,torch; torch when importable; with --device cuda: "
+                        "fusedrnn,fusedrnn-cuda,torch-cuda). onnxruntime runs the case "
                         "exported by fusedrnn.onnx.export, in fwd mode on float32 cases only (left "
-                        "out of the others, with a note)")
+                        "out of the others, with a note). torch-cuda is torch.nn on torch's CUDA "
+                        "device (cuDNN); it needs torch with torch.cuda.is_available()")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cuda: time fusedrnn-cuda (CUDA events) against fusedrnn on the CPU; in an "
-                        "emulated build the device times are marked as emulated")
+                   help="cuda: time fusedrnn-cuda and torch-cuda (torch.nn with cuDNN), both "
+                        "with CUDA events, against fusedrnn on the CPU; torch-cuda is reported "
+                        "unavailable, with the reason, when torch has no CUDA device; in an "
+                        "emulated build the fusedrnn-cuda times are marked as emulated")
     g.add_argument("--threads", type=_positive_int, metavar="N",
                    help="threads for every contender (default: all usable cores)")
     g.add_argument("--isa", choices=tuple(isa.ISAS), help=isa.HELP)
@@ -190,22 +209,31 @@ def _cuda_note(parser):
 
 
 def _bench_contenders(args, parser):
+    """(contender names, a note for the header or None, {name: why it is unavailable})."""
     cuda = args.device == "cuda" or "fusedrnn-cuda" in (args.contenders or "")
     cuda_note = _cuda_note(parser) if cuda else None
     if args.contenders is None:
         if cuda:
-            return ("fusedrnn", "fusedrnn-cuda"), cuda_note
-        names = tuple(n for n in CONTENDERS if n not in ("fusedrnn-cuda", "onnxruntime")
+            # torch-cuda stays in the list when it cannot run: every case then shows why
+            reason = torch_cuda_unavailable()
+            unavailable = {"torch-cuda": reason} if reason else {}
+            return ("fusedrnn", "fusedrnn-cuda", "torch-cuda"), cuda_note, unavailable
+        names = tuple(n for n in CONTENDERS if n not in ("fusedrnn-cuda", "torch-cuda", "onnxruntime")
                       and (n != "torch" or torch_available()))
         note = None if torch_available() else "torch: not importable, left out (pip install 'fusedrnn[torch]')"
-        return names, note
+        return names, note, {}
     names = _split_names(args.contenders, CONTENDERS, "--contenders", parser)
+    if "torch-cuda" in names:
+        reason = torch_cuda_unavailable()
+        if reason:
+            parser.error(f"--contenders names torch-cuda (torch.nn on torch's CUDA device), which cannot "
+                         f"run here: {reason}")
     if "torch" in names and not torch_available():
         parser.error("--contenders names torch, which is not importable (pip install 'fusedrnn[torch]')")
     if "onnxruntime" in names and not onnxruntime_available():
         parser.error("--contenders names onnxruntime, which needs the onnx and onnxruntime packages "
                      "(pip install onnx onnxruntime)")
-    return names, cuda_note
+    return names, cuda_note, {}
 
 
 def _write_files(args, head, results, complete, exit_code):
@@ -224,7 +252,8 @@ def _run_step(args, parser) -> int:
         parser.error("--step times one configuration: use -B/-T/-I/-H, --cell, --layers, --dtype, "
                      "--threads, --seed, --repeats and --json (no --grid, --mode, --bidirectional, --device)")
     cells = ("lstm",) if args.cell is None else _split_names(args.cell, CELLS, "--cell", parser)
-    use_torch = torch_available() and (args.contenders is None or "torch" in args.contenders)
+    use_torch = torch_available() and (args.contenders is None
+                                       or "torch" in [n.strip() for n in args.contenders.split(",")])
     H = args.H or 128
     for cell in cells:
         step.run(cell, args.B or 1, args.I or H, H, args.T or 100, args.layers or 1,
@@ -244,7 +273,7 @@ def run_bench(args, parser) -> int:
             v = c.validation_case()
             print(f"{c.label:<48} {c.flops / 1e9:10.3f} GFLOP per call   validated at T={v.T} B={v.B}")
         return EXIT_OK
-    contenders, note = _bench_contenders(args, parser)
+    contenders, note, unavailable = _bench_contenders(args, parser)
     for flag in ("json", "csv", "markdown", "plot"):
         path = getattr(args, flag)
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
@@ -264,7 +293,7 @@ def run_bench(args, parser) -> int:
 
     settings = timing.Settings(contenders=contenders, warmup=args.warmup, repeats=args.repeats,
                               min_time=args.min_time, numpy_limit=args.numpy_limit, settle=args.settle,
-                              seed=args.seed, memory=not args.no_memory)
+                              seed=args.seed, memory=not args.no_memory, unavailable=unavailable)
     threads = timing.set_threads(args.threads or report.usable_cores(), contenders)
     head = report.header(args.argv, settings, threads)
     if child_record is not None:

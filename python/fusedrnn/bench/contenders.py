@@ -15,6 +15,13 @@ into named NumPy arrays for validation; it is never timed.
 * torch: ``torch.nn.LSTM/GRU/RNN`` with ``num_layers`` and ``bidirectional``, holding copies
   of the same weights; gradients with respect to the input, the initial states and every
   parameter.
+* torch-cuda: the same torch.nn module, inputs, states and dout moved to torch's CUDA device
+  once (cuDNN where torch picks it; float32 at full precision: cuDNN's RNN TF32 is switched
+  off, as float32 products rounded to TF32 miss the float32 tolerance); each call is timed
+  with a pair of ``torch.cuda.Event(enable_timing=True)`` on the current stream, and its
+  results stay on the device (``results()`` copies them to the host for validation, untimed).
+  ``torch_cuda_unavailable()`` says why it cannot run (torch missing, or
+  ``torch.cuda.is_available()`` False); the CLI then reports it as unavailable.
 * onnxruntime: the case's stack exported once with fusedrnn.onnx.export (to a temporary file,
   read back by an InferenceSession: CPU provider, intra_op_num_threads = the bench's threads,
   inter_op 1, sequential execution); inference only, so it runs in ``fwd`` mode on float32
@@ -32,7 +39,7 @@ import numpy as np
 from .. import ops, reference
 from .cases import Case, Inputs
 
-CONTENDERS = ("fusedrnn", "numpy", "torch", "fusedrnn-cuda", "onnxruntime")
+CONTENDERS = ("fusedrnn", "numpy", "torch", "fusedrnn-cuda", "torch-cuda", "onnxruntime")
 _PARAMS = ("w_ih", "w_hh", "b_ih", "b_hh")
 
 
@@ -42,6 +49,48 @@ def torch_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def torch_cuda_unavailable() -> str | None:
+    """Why the torch-cuda contender cannot run here, or None when it can."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed (pip install torch, a build with CUDA)"
+    if not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            return f"torch.cuda.is_available() is False: torch {torch.__version__} is built without CUDA"
+        return (f"torch.cuda.is_available() is False: torch {torch.__version__} (CUDA {torch.version.cuda}) "
+                "finds no usable GPU or driver")
+    return None
+
+
+def _torch_cuda_precision(torch) -> str:
+    """Make cuDNN's float32 RNNs run at full precision (no TF32); returns how it was set."""
+    rnn = getattr(torch.backends.cudnn, "rnn", None)
+    if rnn is not None and hasattr(rnn, "fp32_precision"):  # torch >= 2.9; never mix with allow_tf32
+        rnn.fp32_precision = "ieee"
+        return f"cudnn.rnn.fp32_precision={rnn.fp32_precision}"
+    torch.backends.cudnn.allow_tf32 = False
+    return "cudnn.allow_tf32=False"
+
+
+def torch_cuda_info() -> dict:
+    """The header entry of torch-cuda: availability (with the reason), versions, cuDNN, device."""
+    reason = torch_cuda_unavailable()
+    info = {"available": reason is None, "reason": reason}
+    try:
+        import torch
+    except ImportError:
+        return info
+
+    cudnn = torch.backends.cudnn
+    info.update(torch=torch.__version__, cuda=torch.version.cuda, cudnn_available=bool(cudnn.is_available()),
+                cudnn_enabled=bool(cudnn.enabled), cudnn_version=cudnn.version() if cudnn.is_available() else None)
+    if reason is None:
+        info["device"] = torch.cuda.get_device_name()
+        info["float32"] = _torch_cuda_precision(torch)
+    return info
 
 
 def onnxruntime_available() -> bool:
@@ -82,6 +131,8 @@ def make(name: str, case: Case, inputs: Inputs):
         return _Torch(case, inputs)
     if name == "fusedrnn-cuda":
         return _CudaStacked(case, inputs)
+    if name == "torch-cuda":
+        return _TorchCuda(case, inputs)
     if name == "onnxruntime":
         return _OnnxRuntime(case, inputs)
     raise ValueError(f"contender must be one of {', '.join(CONTENDERS)}, got {name!r}")
@@ -210,7 +261,9 @@ class _CudaStacked(_Stacked):
 
 
 class _Torch:
-    """torch.nn holding copies of the case's weights."""
+    """torch.nn holding copies of the case's weights, on torch device `device`."""
+
+    device = "cpu"
 
     def __init__(self, case: Case, inputs: Inputs):
         import torch
@@ -229,11 +282,18 @@ class _Torch:
                         weight_name = name.replace("w_", "weight_").replace("b_", "bias_")
                         target = getattr(self.module, f"{weight_name}_l{layer}{_suffix(d)}")
                         target.copy_(torch.from_numpy(p[name]))
+        # On another device, .to() moves the weights and (cuDNN) flattens them into one buffer;
+        # on the CPU it changes nothing, and the tensors below share the NumPy arrays' memory.
+        self.module.to(self.device)
         training = case.mode == "fwdbwd"
-        self.x = torch.from_numpy(inputs.x).requires_grad_(training)
-        self.h0 = torch.from_numpy(inputs.h0).requires_grad_(training)
-        self.c0 = None if inputs.c0 is None else torch.from_numpy(inputs.c0).requires_grad_(training)
-        self.dout = None if inputs.dout is None else torch.from_numpy(inputs.dout)
+
+        def tensor(a):
+            return None if a is None else torch.from_numpy(a).to(self.device)
+
+        self.x = tensor(inputs.x).requires_grad_(training)
+        self.h0 = tensor(inputs.h0).requires_grad_(training)
+        self.c0 = None if inputs.c0 is None else tensor(inputs.c0).requires_grad_(training)
+        self.dout = tensor(inputs.dout)
 
     def _state(self):
         return self.h0 if self.c0 is None else (self.h0, self.c0)
@@ -254,21 +314,71 @@ class _Torch:
         return out, state
 
     def results(self, ret) -> dict:
+        """Named NumPy arrays (copied to the host when the module is on a device)."""
+        def host(t):
+            return t.detach().cpu().numpy()
+
         out, state = ret
         h_n, c_n = state if self.case.cell == "lstm" else (state, None)
-        res = {"out": out.detach().numpy(), "h_n": h_n.detach().numpy()}
+        res = {"out": host(out), "h_n": host(h_n)}
         if c_n is not None:
-            res["c_n"] = c_n.detach().numpy()
+            res["c_n"] = host(c_n)
         if self.case.mode == "fwdbwd":
-            res["dx"] = self.x.grad.numpy()
-            res["dh0"] = self.h0.grad.numpy()
+            res["dx"] = host(self.x.grad)
+            res["dh0"] = host(self.h0.grad)
             if self.c0 is not None:
-                res["dc0"] = self.c0.grad.numpy()
+                res["dc0"] = host(self.c0.grad)
             for name, param in self.module.named_parameters():
                 # weight_ih_l0_reverse -> dw_ih_l0_reverse
                 short = name.replace("weight_", "w_").replace("bias_", "b_")
-                res["d" + short] = param.grad.numpy()
+                res["d" + short] = host(param.grad)
         return res
+
+
+class _TorchEventTimer:
+    """CudaTimer's begin()/end() (ms) with two torch.cuda.Event on the current stream."""
+
+    def __init__(self, torch):
+        self._cuda = torch.cuda
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._end = torch.cuda.Event(enable_timing=True)
+
+    def begin(self):
+        self._start.record(self._cuda.current_stream())
+
+    def end(self) -> float:
+        self._end.record(self._cuda.current_stream())
+        self._end.synchronize()
+        return self._start.elapsed_time(self._end)
+
+
+class _TorchCuda(_Torch):
+    """torch.nn on torch's CUDA device (cuDNN); ``timed_run()`` measures a call with CUDA events.
+
+    ``device`` and ``timer`` (called with the torch module, returns an object with begin() and
+    end() -> ms) are class attributes so that the tests, which have no CUDA build of torch, can
+    run this same code on device 'cpu' with a host timer; nothing else changes them.
+    """
+
+    device = "cuda"
+    timer = _TorchEventTimer
+    device_memory = True  # host peak memory says nothing about it
+
+    def __init__(self, case: Case, inputs: Inputs):
+        import torch
+
+        if self.device == "cuda":
+            _torch_cuda_precision(torch)
+        super().__init__(case, inputs)
+        self._timer = self.timer(torch)
+        if self.device == "cuda":
+            torch.cuda.synchronize()  # the copies above are done before the first timed call
+
+    def timed_run(self):
+        """(seconds, result) of one run() between two CUDA events; results stay on the device."""
+        self._timer.begin()
+        ret = self.run()
+        return self._timer.end() * 1e-3, ret
 
 
 class _OnnxRuntime:

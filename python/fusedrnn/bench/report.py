@@ -102,6 +102,10 @@ def header(argv, settings, threads) -> dict:
         import torch
 
         head["torch"] = {"version": torch.__version__, "mkldnn": bool(torch.backends.mkldnn.is_available())}
+    if "torch-cuda" in settings.contenders:
+        from .contenders import torch_cuda_info
+
+        head["torch_cuda"] = torch_cuda_info()
     if "onnxruntime" in settings.contenders:
         import onnxruntime
 
@@ -120,6 +124,11 @@ def header_lines(head: dict) -> list:
         f"fusedrnn {info['version']} (isa {info['isa']}, {info['blas']} {info['blas_core']}) · "
         f"numpy {head['numpy']['version']} ({head['numpy']['blas']}){torch}",
     ]
+    if head.get("torch_cuda"):
+        lines.append(torch_cuda_line(head["torch_cuda"]))
+    for name, reason in head["settings"].get("unavailable", {}).items():
+        if name != "torch-cuda" or not head.get("torch_cuda"):
+            lines.append(f"{name}: unavailable: {reason}")
     load = m["load_average"]
     if load is not None and load[0] > NOISY_LOAD_AVERAGE_PER_CORE * m["logical_cores"]:
         lines.append(f"note: load average {load[0]:.2f} on {m['logical_cores']} cores before starting: "
@@ -133,6 +142,19 @@ def header_lines(head: dict) -> list:
     lines.append("speed-up: contender median / fusedrnn median (above 1: fusedrnn is faster)")
     lines.append(f"peak MiB: extra memory of one call ({head['methods']['memory']}; see --help)")
     return lines
+
+
+def torch_cuda_line(info: dict) -> str:
+    """One line on the torch-cuda contender: why it is unavailable, or torch, CUDA, cuDNN, GPU."""
+    if not info["available"]:
+        return f"torch-cuda: unavailable: {info['reason']}"
+    if not info["cudnn_available"]:
+        cudnn = "no cuDNN (torch native kernels)"
+    else:
+        cudnn = f"cuDNN {info['cudnn_version']} " + ("enabled" if info["cudnn_enabled"]
+                                                     else "DISABLED (torch native kernels)")
+    return (f"torch-cuda: torch {info['torch']} (CUDA {info['cuda']}) on {info['device']} · {cudnn} · "
+            f"float32 at full precision ({info['float32']}) · timed with CUDA events, results left on the device")
 
 
 # ----------------------------------------------------------------------------
@@ -150,7 +172,7 @@ def _ms(value: float) -> str:
 class Table:
     """Prints one block of rows per case as the case finishes."""
 
-    COLUMNS = (("contender", 9, "<"), ("median ms", 10, ">"), ("IQR ms", 8, ">"), ("min ms", 9, ">"),
+    COLUMNS = (("contender", 13, "<"), ("median ms", 10, ">"), ("IQR ms", 8, ">"), ("min ms", 9, ">"),
                ("GFLOP/s", 8, ">"), ("speed-up", 8, ">"), ("peak MiB", 9, ">"))
 
     def __init__(self, cases, out=None):
@@ -181,6 +203,8 @@ class Table:
                 cells = [name, _ms(r["median_ms"]), _ms(r["iqr_ms"]), _ms(r["min_ms"]),
                          f"{r['gflops']:.1f}", speed, peak]
                 print(self._line(label, m, cells), file=self.out)
+            elif r["status"].startswith("unavailable"):  # the reason is in the header
+                print(self._line(label, m, [name]) + "  unavailable (see the header)", file=self.out)
             elif r["status"] == "skipped (slow)":
                 print(self._line(label, m, [name]) + f"  skipped (slow: ~{r['estimated_ms'] / 1e3:.1f} s per call)",
                       file=self.out)
@@ -257,6 +281,8 @@ def to_markdown(head: dict, results: list) -> str:
     torch = f", torch {head['torch']['version']}" if head["torch"] else ""
     if head.get("onnxruntime"):
         torch += f", onnxruntime {head['onnxruntime']['version']}"
+    if head.get("torch_cuda"):
+        torch += "; " + torch_cuda_line(head["torch_cuda"])
     names = head["settings"]["contenders"]
     lines = [
         f"Machine: {m['cpu']}, {m['logical_cores']} logical cores; threads: {head['threads']['requested']}; "
@@ -284,7 +310,11 @@ def to_markdown(head: dict, results: list) -> str:
                 else:
                     row.append("-" if r["speedup"] is None else f"{r['speedup']:.2f}")
             else:
-                status = "FAILED" if res["validation"]["status"] != "ok" else r.get("status", "-")
+                status = r.get("status", "-")
+                if status.startswith("unavailable"):
+                    status = "unavailable"  # the reason is in the line above the table
+                elif res["validation"]["status"] != "ok":
+                    status = "FAILED"
                 row += [status, ""]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -64,6 +64,9 @@ class Settings:
     settle: float = 0.5
     seed: int = 0
     memory: bool = True
+    # contender name -> why it cannot run on this machine: listed in every case as
+    # 'unavailable: <why>', never built, validated or timed (the CLI fills it: torch-cuda)
+    unavailable: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------
@@ -289,7 +292,8 @@ def run_case(case: Case, settings: Settings) -> dict:
     """Validate, time and measure one case.  Returns a JSON-ready dict:
 
     case (the configuration), label, flops, validation (see validate), and results: per
-    contender a status ('ok', 'skipped (slow)', 'not timed (validation failed)') with, when
+    contender a status ('ok', 'skipped (slow)', 'not timed (validation failed)', 'excluded: ...'
+    for a case it cannot run, 'unavailable: ...' for settings.unavailable) with, when
     timed, median_ms, q1_ms, q3_ms, iqr_ms, min_ms, calls, gflops, speedup (the contender's
     median over fusedrnn's: how many times faster fusedrnn is) and peak_bytes; other_load, the
     fraction of the machine's CPU time other processes took while the case ran (None if unknown).
@@ -297,11 +301,14 @@ def run_case(case: Case, settings: Settings) -> dict:
     started = time.perf_counter()
     cpu_before = _cpu_seconds()
     result = {"case": case.as_dict(), "label": case.label, "flops": case.flops, "results": {}}
-    # Contenders that cannot run this case (onnxruntime outside fwd float32) are left out of it.
+    # Contenders that cannot run here (settings.unavailable) or this case (onnxruntime outside fwd
+    # float32) are left out of it.
     active = []
     for name in settings.contenders:
         reason = _contenders.excluded(name, case)
-        if reason:
+        if name in settings.unavailable:
+            result["results"][name] = {"status": f"unavailable: {settings.unavailable[name]}"}
+        elif reason:
             result["results"][name] = {"status": reason}
         else:
             active.append(name)
