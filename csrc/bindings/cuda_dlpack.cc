@@ -217,8 +217,25 @@ void capsule_destructor(PyObject* cap) {
   if (m && m->deleter) m->deleter(m);
 }
 
+// The DLPack type of a DeviceArray's dtype: float32/float64 for fusedrnn's arrays;
+// DeviceArray.empty can make others, exported as what they are.
+dl::DataType dl_dtype(const py::dtype& dt) {
+  uint8_t code;
+  switch (dt.kind()) {
+    case 'f': code = dl::kFloat; break;
+    case 'i': code = dl::kInt; break;
+    case 'u': code = dl::kUInt; break;
+    case 'b': code = dl::kBool; break;
+    case 'c': code = dl::kComplex; break;
+    default: buffer_error("a DeviceArray of dtype " + std::string(py::str(dt)) + " has no DLPack type");
+  }
+  if (dt.itemsize() > 32) buffer_error("a DeviceArray of dtype " + std::string(py::str(dt)) + " has no DLPack type");
+  return {code, static_cast<uint8_t>(8 * dt.itemsize()), 1};
+}
+
 template <class M>
 py::object export_capsule(const DeviceArray& a, uint64_t flags) {
+  const dl::DataType dtype = dl_dtype(a.dtype);
   auto* e = new Export<M>();
   e->owner = a.owner;
   e->shape = a.shape;
@@ -228,7 +245,7 @@ py::object export_capsule(const DeviceArray& a, uint64_t flags) {
   t.data = a.ptr;
   t.device = {dl::kCUDA, 0};
   t.ndim = static_cast<int32_t>(a.shape.size());
-  t.dtype = {dl::kFloat, static_cast<uint8_t>(8 * a.dtype.itemsize()), 1};
+  t.dtype = dtype;
   t.shape = e->shape.data();
   t.strides = e->strides.data();
   t.byte_offset = 0;
