@@ -63,15 +63,19 @@ def is_device_array(value) -> bool:
     """True for fusedrnn's DeviceArray, objects exporting __cuda_array_interface__, and DLPack
     producers (``__dlpack__`` and ``__dlpack_device__``) whose data is CUDA memory (DLPack
     device type 2, or 13 for managed memory).  A DLPack producer on the host (a torch CPU
-    tensor, a NumPy array) is host data, not a device array."""
+    tensor, whose class declares __cuda_array_interface__ but which does not export it, or a
+    NumPy array) is host data, not a device array."""
     if isinstance(value, np.ndarray):
         return False
     if _core.cuda_compiled and isinstance(value, _core.DeviceArray):
         return True
-    if hasattr(type(value), "__cuda_array_interface__") or hasattr(value, "__cuda_array_interface__"):
+    if hasattr(value, "__cuda_array_interface__"):
         return True
     device = _dlpack_device(value)
-    return device is not None and device[0] in _DLPACK_CUDA
+    if device is not None:
+        return device[0] in _DLPACK_CUDA
+    # A class declaring the interface whose instance does not export it now.
+    return hasattr(type(value), "__cuda_array_interface__")
 
 
 def to_device(value):
