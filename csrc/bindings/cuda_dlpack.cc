@@ -11,8 +11,7 @@
 // Export (DeviceArray.__dlpack__): a versioned capsule for consumers that pass
 // max_version >= (1, 0), the legacy one otherwise.  The capsule keeps the array's memory alive
 // until the consumer's call of the deleter, or until the capsule itself goes unconsumed.
-#include <pybind11/stl.h>
-
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -161,18 +160,19 @@ DeviceArray from_dlpack(const py::object& obj) {
     }
   }
   if (flags & dl::kFlagReadOnly) throw py::value_error("read-only DLPack tensors are not supported");
-  void* ptr = static_cast<char*>(t->data) + t->byte_offset;
+  const uintptr_t first = reinterpret_cast<uintptr_t>(t->data) + t->byte_offset;
+  void* ptr = reinterpret_cast<void*>(first);
   DeviceArray d;
   d.shape = std::move(shape);
   d.dtype = dt;
   if (d.nbytes() > 0) {
-    if (reinterpret_cast<uintptr_t>(ptr) % dt.itemsize())
+    if (first % dt.itemsize())
       throw py::value_error("DLPack data pointer (data + byte_offset) is not aligned to the " +
                             std::to_string(dt.itemsize()) + "-byte elements");
     // Both ends: a byte_offset or shape beyond the allocation shows here.
-    for (const char* p : {static_cast<const char*>(ptr), static_cast<const char*>(ptr) + d.nbytes() - 1}) {
+    for (const uintptr_t p : {first, first + d.nbytes() - 1}) {
       cudaPointerAttributes attr{};
-      FUSEDRNN_CUDA_CHECK(cudaPointerGetAttributes(&attr, p));
+      FUSEDRNN_CUDA_CHECK(cudaPointerGetAttributes(&attr, reinterpret_cast<const void*>(p)));
       if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
         throw py::value_error("DLPack data pointer is not device memory");
     }
