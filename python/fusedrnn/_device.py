@@ -89,8 +89,8 @@ def to_device(value):
         return value
     if hasattr(value, "__cuda_array_interface__"):
         return _core.DeviceArray.from_cuda_array_interface(value)
-    device = _dlpack_device(value)
-    if device is not None and not isinstance(value, np.ndarray):
+    device = None if isinstance(value, np.ndarray) else _dlpack_device(value)
+    if device is not None:
         if device[0] in _DLPACK_CUDA:
             return _core.DeviceArray.from_dlpack(value)
         if device[0] != _DLPACK_CPU:
