@@ -1,8 +1,8 @@
 // The CUDA side of fusedrnn._core (built with FUSEDRNN_CUDA or FUSEDRNN_CUDA_EMULATION):
-// DeviceArray (device memory with NumPy copies in and out and __cuda_array_interface__), the
-// per-cell forward/backward on device arrays, and device facts.  The geometry rules are the
-// CPU bindings' (common.cc); python/fusedrnn/cuda_ops.py validates first with friendlier
-// messages.
+// DeviceArray (device memory with NumPy copies in and out, __cuda_array_interface__ and DLPack,
+// the latter in cuda_dlpack.cc), the per-cell forward/backward on device arrays, and device
+// facts.  The geometry rules are the CPU bindings' (common.cc); python/fusedrnn/cuda_ops.py
+// validates first with friendlier messages.
 #include "cuda_ops.h"
 
 #include <pybind11/stl.h>
@@ -50,6 +50,12 @@ py::array to_numpy(const DeviceArray& d) {
   return out;
 }
 
+DeviceArray clone(const DeviceArray& d) {
+  DeviceArray c = DeviceArray::empty(d.shape, d.dtype);
+  cu::copy(c.ptr, d.ptr, d.nbytes(), cudaMemcpyDeviceToDevice);
+  return c;
+}
+
 namespace {
 
 void copy_from(DeviceArray& d, const py::array& a) {
@@ -60,12 +66,6 @@ void copy_from(DeviceArray& d, const py::array& a) {
   if (shape != d.shape)
     throw py::value_error("copy_from: shape " + shape_str(shape) + " differs from " + shape_str(d.shape));
   cu::copy(d.ptr, a.data(), d.nbytes(), cudaMemcpyHostToDevice);
-}
-
-DeviceArray clone(const DeviceArray& d) {
-  DeviceArray c = DeviceArray::empty(d.shape, d.dtype);
-  cu::copy(c.ptr, d.ptr, d.nbytes(), cudaMemcpyDeviceToDevice);
-  return c;
 }
 
 py::dict interface(const DeviceArray& d) {
@@ -345,6 +345,11 @@ void bind_cuda(py::module_& m) {
                   "Copy a C-contiguous float32/float64 NumPy array to the device.")
       .def_static("from_cuda_array_interface", &from_interface, py::arg("obj"),
                   "Zero-copy view of an object exporting __cuda_array_interface__.")
+      .def_static("from_dlpack", &from_dlpack, py::arg("obj"),
+                  "Zero-copy view of an object exporting __dlpack__ and __dlpack_device__ whose data is "
+                  "C-contiguous float32/float64 CUDA memory (device type 2, or 13 for managed memory) on "
+                  "device 0.  Taken on the legacy default stream (stream=1), as a DLPack 1.0 versioned "
+                  "capsule when the producer offers one; read-only tensors are refused.")
       .def_static("empty", [](std::vector<int64_t> shape, py::dtype dt) { return DeviceArray::empty(shape, dt); })
       .def("numpy", &to_numpy, "Copy to a new NumPy array.")
       .def("copy_from", &copy_from, py::arg("array"), "Overwrite from a NumPy array of the same shape and dtype.")
@@ -360,6 +365,15 @@ void bind_cuda(py::module_& m) {
       .def_property_readonly("nbytes", &DeviceArray::nbytes)
       .def_property_readonly("ptr", [](const DeviceArray& d) { return reinterpret_cast<uintptr_t>(d.ptr); })
       .def_property_readonly("__cuda_array_interface__", &interface)
+      .def("__dlpack__", &to_dlpack, py::kw_only(), py::arg("stream") = py::none(),
+           py::arg("max_version") = py::none(), py::arg("dl_device") = py::none(), py::arg("copy") = py::none(),
+           "A DLPack capsule sharing this array's memory (copy=True: a copy's); versioned when "
+           "max_version >= (1, 0), else the legacy 'dltensor'.  stream: the consumer's CUDA stream "
+           "(None or 1: the legacy default stream fusedrnn queues its work on; 2: the per-thread "
+           "default stream; -1: no synchronization; another stream handle: all queued work is "
+           "waited for first).")
+      .def("__dlpack_device__", [](const DeviceArray&) { return py::make_tuple(2, 0); },
+           "(2, 0): DLPack's kDLCUDA, device 0.")
       // Pickled through a host copy (a layer kept for later, multiprocessing).
       .def(py::pickle([](const DeviceArray& d) { return py::make_tuple(to_numpy(d)); },
                       [](const py::tuple& t) {

@@ -47,6 +47,14 @@ struct DeviceArray {
 // A device copy of a C-contiguous float32/float64 NumPy array, and a NumPy copy of a device array.
 DeviceArray from_numpy(const py::array& a);
 py::array to_numpy(const DeviceArray& d);
+// A new device array with the same contents.
+DeviceArray clone(const DeviceArray& d);
+
+// DLPack (cuda_dlpack.cc): a zero-copy view of a producer's CUDA tensor, and the
+// DeviceArray.__dlpack__ export (a "dltensor_versioned" or "dltensor" capsule).
+DeviceArray from_dlpack(const py::object& obj);
+py::object to_dlpack(const DeviceArray& a, const py::object& stream, const py::object& max_version,
+                     const py::object& dl_device, const py::object& copy);
 
 void bind_cuda(py::module_& m);
 void bind_cuda_optim(py::module_& m);  // cuda_optim.cc

@@ -41,19 +41,62 @@ def check_device(device) -> str:
     return "cuda"
 
 
+# DLPack device types (the array API's __dlpack_device__): the host, CUDA device memory and
+# CUDA managed memory.  fusedrnn takes the two CUDA kinds on device 0 in place.
+_DLPACK_CPU = 1
+_DLPACK_CUDA = (2, 13)
+
+
+def _dlpack_device(value):
+    """(device_type, device_id) from value.__dlpack_device__(), or None for an object that does
+    not speak DLPack (both __dlpack__ and __dlpack_device__ are needed)."""
+    if not (hasattr(value, "__dlpack__") and hasattr(value, "__dlpack_device__")):
+        return None
+    device = value.__dlpack_device__()
+    if not (isinstance(device, tuple) and len(device) == 2 and all(isinstance(v, int) for v in device)):
+        raise TypeError(f"__dlpack_device__() of {type(value).__name__} must return a "
+                        f"(device_type, device_id) tuple of ints, got {device!r}")
+    return int(device[0]), int(device[1])
+
+
 def is_device_array(value) -> bool:
-    """True for fusedrnn's DeviceArray and objects exporting __cuda_array_interface__."""
-    return (_core.cuda_compiled and isinstance(value, _core.DeviceArray)) or \
-        hasattr(type(value), "__cuda_array_interface__") or hasattr(value, "__cuda_array_interface__")
+    """True for fusedrnn's DeviceArray, objects exporting __cuda_array_interface__, and DLPack
+    producers (``__dlpack__`` and ``__dlpack_device__``) whose data is CUDA memory (DLPack
+    device type 2, or 13 for managed memory).  A DLPack producer on the host (a torch CPU
+    tensor, whose class declares __cuda_array_interface__ but which does not export it, or a
+    NumPy array) is host data, not a device array."""
+    if isinstance(value, np.ndarray):
+        return False
+    if _core.cuda_compiled and isinstance(value, _core.DeviceArray):
+        return True
+    if hasattr(value, "__cuda_array_interface__"):
+        return True
+    device = _dlpack_device(value)
+    if device is not None:
+        return device[0] in _DLPACK_CUDA
+    # A class declaring the interface whose instance does not export it now.
+    return hasattr(type(value), "__cuda_array_interface__")
 
 
 def to_device(value):
-    """A DeviceArray for value: itself, a zero-copy view of a __cuda_array_interface__ object,
-    or a copy of a (C-contiguous float32/float64) NumPy array."""
+    """A DeviceArray for value: itself; a zero-copy view of a __cuda_array_interface__ object
+    (taken first when an object offers both protocols); a zero-copy view of a DLPack producer
+    of CUDA memory on device 0 (DeviceArray.from_dlpack); or a device copy of host data -- a
+    (C-contiguous float32/float64) NumPy array or anything np.asarray takes, and a DLPack
+    producer on the CPU (device type 1, e.g. a torch CPU tensor), read through
+    np.from_dlpack.  A DLPack producer on any other device is a ValueError."""
     if isinstance(value, _core.DeviceArray):
         return value
     if hasattr(value, "__cuda_array_interface__"):
         return _core.DeviceArray.from_cuda_array_interface(value)
+    device = None if isinstance(value, np.ndarray) else _dlpack_device(value)
+    if device is not None:
+        if device[0] in _DLPACK_CUDA:
+            return _core.DeviceArray.from_dlpack(value)
+        if device[0] != _DLPACK_CPU:
+            raise ValueError(f"{type(value).__name__} is on DLPack device {device}; fusedrnn takes "
+                             "CUDA memory (device type 2 or 13) on device 0, or host data (type 1)")
+        value = np.from_dlpack(value)
     return _core.DeviceArray.from_numpy(np.ascontiguousarray(value))
 
 

@@ -1,7 +1,10 @@
 """The functional API on the CUDA device (``fusedrnn.ops`` with ``device='cuda'`` lands here).
 
-Arguments may be NumPy arrays (copied to the device), fusedrnn DeviceArrays, or objects with
-``__cuda_array_interface__`` (used in place, no copy).  Results come back as NumPy arrays
+Arguments may be NumPy arrays and other host data (copied to the device), fusedrnn
+DeviceArrays, objects with ``__cuda_array_interface__``, or DLPack producers of CUDA memory
+(``__dlpack__`` and ``__dlpack_device__`` reporting device type 2 or 13, device 0; taken on the
+legacy default stream): the last three are used in place, no copy.  A DLPack producer on the
+CPU (a torch CPU tensor) is host data.  Results come back as NumPy arrays
 unless ``keep=True`` (then as DeviceArrays, for callers that chain device work).  The cache of
 a training forward holds DeviceArrays: the workspace stays on the device until backward.
 Every check is the CPU path's (same messages); the kernels are csrc/cuda.
