@@ -13,7 +13,8 @@ from fusedrnn import _core
 
 PKG = pathlib.Path(fusedrnn.__file__).resolve().parent
 # Names the stub declares that only a CUDA (or emulated-device) build defines.
-CUDA_ONLY = {"DeviceArray", "CudaTimer", "cuda_synchronize", "cuda_forward", "cuda_backward"}
+CUDA_ONLY = {"DeviceArray", "CudaTimer", "cuda_synchronize", "cuda_forward", "cuda_backward",
+             "cuda_optimizer_update", "cuda_add_into", "cuda_sum_squares", "cuda_zero"}
 
 
 def _stub():
