@@ -316,6 +316,8 @@ class _RNNBase(StepMixin):
         old = self.__dict__.get("_params")
         self._params = _Params(value)
         self._params.version = (old.version + 1) if old is not None else 0
+        if self._dev is not None:
+            self._dev.params_newer = False  # new host arrays: they count now
 
     @property
     def grads(self) -> dict:
@@ -329,6 +331,8 @@ class _RNNBase(StepMixin):
     @grads.setter
     def grads(self, value) -> None:
         self._grads = dict(value)
+        if self._dev is not None:
+            self._dev.grads_on = "host"
 
     def _pull(self) -> None:
         """Bring the host arrays up to date with the device's (no-op on the CPU)."""

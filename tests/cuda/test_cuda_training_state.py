@@ -203,6 +203,10 @@ def test_host_edits_after_device_steps_reach_the_device(rng):
     ref = GRU(3, 4, dtype="float64")
     ref.load_state_dict(p)
     assert_close(layer(x)[0], ref(x)[0], np.float64, "out after host edits")
+    optimizers.SGD(0.1).apply(layer.trainable())  # the device is ahead again
+    layer.params = {k: np.full_like(v, 0.01) for k, v in p.items()}  # new arrays altogether
+    ref.load_state_dict(layer.params)
+    assert_close(layer(x)[0], ref(x)[0], np.float64, "out after new arrays")
 
 
 def test_pickle_copy_and_to_cpu_carry_the_device_weights(rng):

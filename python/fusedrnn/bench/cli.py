@@ -81,8 +81,10 @@ def add_bench(subparsers):
         "intra_op_num_threads = --threads, inter_op 1, sequential execution; inference only, so it "
         "is timed in fwd mode on float32 cases and left out of fwdbwd and float64 cases with a note.",
         "--device cuda: the contenders are fusedrnn (CPU), fusedrnn-cuda and torch-cuda. fusedrnn-cuda "
-        "is fusedrnn with device='cuda', timed with CUDA events around the whole call including "
-        "copying every result back to the host (NumPy out). torch-cuda is torch.nn.LSTM/GRU/RNN "
+        "is fusedrnn with device='cuda', timed with CUDA events around the whole call; a case of "
+        "one layer and one direction leaves its results on the device (copied to the host for "
+        "validation only), a stacked or bidirectional one joins the layers' outputs on the host "
+        "and that copying is timed. torch-cuda is torch.nn.LSTM/GRU/RNN "
         "(same num_layers, bidirectional, weights, inputs, states and dout) on torch's CUDA device, "
         "cuDNN where torch picks it (whatever torch runs is timed, float64 included), float32 at "
         "full precision (cuDNN's RNN TF32 off: TF32 products miss the float32 tolerance); timed "
@@ -205,7 +207,7 @@ def _cuda_note(parser):
     if build_info()["cuda_emulated"]:
         return ("device: EMULATED CUDA (FUSEDRNN_CUDA_EMULATION build): fusedrnn-cuda times are the "
                 "host emulation's, not GPU performance")
-    return "device: CUDA; fusedrnn-cuda timed with CUDA events, including copying results to the host"
+    return "device: CUDA; fusedrnn-cuda and torch-cuda timed with CUDA events"
 
 
 def _bench_contenders(args, parser):

@@ -9,8 +9,10 @@ into named NumPy arrays for validation; it is never timed.
 * numpy: ``fusedrnn.reference`` through the same Python stacking code (it always keeps its
   cache, so its forward costs the same in both modes).
 * fusedrnn-cuda: the same calls with ``device='cuda'``: weights, inputs, states and dout copied
-  to the device once; each call is timed with CUDA events and includes copying every layer's
-  results back to the host (NumPy out).  On the emulated device (a FUSEDRNN_CUDA_EMULATION
+  to the device once; each call is timed with CUDA events.  One layer in one direction keeps
+  its results on the device, as torch-cuda does (copied back for validation, untimed); a
+  stacked or bidirectional case joins the layers' outputs on the host, inside the timed call.
+  On the emulated device (a FUSEDRNN_CUDA_EMULATION
   build) the times are the host emulation's and say nothing about a GPU.
 * torch: ``torch.nn.LSTM/GRU/RNN`` with ``num_layers`` and ``bidirectional``, holding copies
   of the same weights; gradients with respect to the input, the initial states and every
@@ -226,17 +228,42 @@ class _Stacked:
 
 
 class _CudaOps:
-    """fusedrnn.ops with device='cuda' (the forward/backward names _Stacked looks up)."""
+    """fusedrnn's CUDA kernels under the forward/backward names _Stacked looks up.  With keep,
+    results stay on the device (DeviceArrays), as torch-cuda's stay on torch's: the timed call
+    is the device work alone, not the copies back to the host."""
+
+    def __init__(self, keep: bool):
+        self.keep = keep
 
     def __getattr__(self, name):
-        fn = getattr(ops, name)
-        if name.endswith("_forward"):
-            return lambda *args, **kwargs: fn(*args, device="cuda", **kwargs)
-        return fn
+        from .. import cuda_ops
+
+        cell, _, kind = name.partition("_")
+        if kind == "forward":
+            def forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, *, reverse=False, training=False):
+                out, h_n, c_n, cache = cuda_ops.forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, None, None,
+                                                        reverse, "tanh", training, keep=self.keep)
+                return (out, h_n, c_n, cache) if cell == "lstm" else (out, h_n, cache)
+            return forward
+        if kind == "backward":
+            return lambda cache, dout: cuda_ops.backward(cell, cache, dout, None, None, keep=self.keep)
+        raise AttributeError(name)
+
+
+def _on_host(value):
+    """value with every DeviceArray in it (tuples, lists, dicts) copied to a NumPy array."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_on_host(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _on_host(v) for k, v in value.items()}
+    return value.numpy() if hasattr(value, "numpy") and hasattr(value, "__cuda_array_interface__") else value
 
 
 class _CudaStacked(_Stacked):
-    """fusedrnn on the CUDA device; ``timed_run()`` measures a call with CUDA events."""
+    """fusedrnn on the CUDA device; ``timed_run()`` measures a call with CUDA events.  Inputs,
+    weights, states and dout are uploaded once.  A case of one layer and one direction keeps
+    its results on the device (copied back for validation only, untimed); a stacked or
+    bidirectional one joins its layers' outputs on the host, and that copying is timed too."""
 
     device_memory = True  # host peak memory says nothing about it
 
@@ -245,11 +272,13 @@ class _CudaStacked(_Stacked):
 
         _device.check_device("cuda")
         up = _core.DeviceArray.from_numpy
+        keep = case.layers == 1 and case.directions == 1
         dev_params = [[{k: up(v) for k, v in p.items()} for p in per_layer] for per_layer in inputs.params]
         # States by row so that one device array per layer and direction exists.
         h0 = [up(np.ascontiguousarray(h)) for h in inputs.h0]
         c0 = None if inputs.c0 is None else [up(np.ascontiguousarray(c)) for c in inputs.c0]
-        super().__init__(_CudaOps(), case, Inputs(up(inputs.x), dev_params, h0, c0, inputs.dout),
+        dout = up(inputs.dout) if keep and inputs.dout is not None else inputs.dout
+        super().__init__(_CudaOps(keep), case, Inputs(up(inputs.x), dev_params, h0, c0, dout),
                          kernel_training=True)
         self._timer = _core.CudaTimer()
 
@@ -258,6 +287,9 @@ class _CudaStacked(_Stacked):
         self._timer.begin()
         ret = self.run()
         return self._timer.end() * 1e-3, ret
+
+    def results(self, ret) -> dict:
+        return super().results(_on_host(ret))
 
 
 class _Torch:

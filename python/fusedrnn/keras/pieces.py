@@ -374,6 +374,7 @@ class Recurrent(Layer):
 
     # params and grads are read through the wrapped layer each time (on CUDA that brings the
     # device's values back to the host arrays); assigning a dict picks the keys to expose.
+    _keys = None
     @property
     def params(self) -> dict:
         if "layer" not in self.__dict__:  # a Keras layer not built yet
@@ -400,7 +401,7 @@ class Recurrent(Layer):
     def device_trainable(self, prefix: str):
         """(key, parameter, gradient) triples of device arrays when the layer runs on CUDA (an
         optimiser step on them stays on the device), else None."""
-        if self.layer.device != "cuda":
+        if "layer" not in self.__dict__ or self.layer.device != "cuda":
             return None
         triples = self.layer.trainable()
         keep = None if self._keys is None else set(self._keys)
