@@ -4,11 +4,12 @@
 #      on an emulated device) in its own venv; tests/cuda (emulated cuBLAS vs NumPy, the kernel
 #      matrix vs the reference, layers, trainer), then the CPU suite's op/layer/trainer files
 #      again with device='cuda' (tests/cuda/device_plugin.py);
-#   2. the real build with nvcc and cuBLAS from the nvidia-cublas wheel, which must import and
+#   2. the emulated build again under AddressSanitizer + UndefinedBehaviorSanitizer, tests/cuda;
+#   3. the real build with nvcc and cuBLAS from the nvidia-cublas wheel, which must import and
 #      report no GPU cleanly (cuda_available() False, device='cuda' a clear RuntimeError).
 # Each step prints its wall time.  Environment:
 #   CUDA_CHECKS_VENV   venv directory (default build/cuda-checks-venv; reused when present)
-#   CUDA_CHECKS_SKIP_REAL=1   skip step 2 (no nvcc on this machine)
+#   CUDA_CHECKS_SKIP_REAL=1   skip step 3 (no nvcc on this machine)
 #   CUDACXX            nvcc to use (default: the one on PATH)
 #   PIP_FIND_LINKS     a directory holding the nvidia-cublas wheel (it is about 450 MB)
 set -euo pipefail
@@ -48,6 +49,25 @@ python -m pytest -q tests/cuda
 step "CPU suite again with device='cuda' (device_plugin)"
 PYTHONPATH=tests/cuda python -m pytest -q -p device_plugin tests/test_kernels.py tests/test_layers.py \
   tests/test_errors.py tests/test_trainer.py tests/test_trainer_fit.py tests/test_trainer_examples.py
+
+step "emulated build under AddressSanitizer + UndefinedBehaviorSanitizer: tests/cuda"
+# The CUDA bindings handle foreign memory (DLPack capsules and their deleters, the
+# __cuda_array_interface__): the same suite again with every memory error stopping the run.
+python -m pip install -q --no-build-isolation --force-reinstall --no-deps . \
+  -Ccmake.define.FUSEDRNN_CUDA_EMULATION=ON -Ccmake.define.FUSEDRNN_SANITIZE=address,undefined \
+  -Ccmake.define.CMAKE_INTERPROCEDURAL_OPTIMIZATION=OFF -Cbuild-dir="$WORK/build-emu-asan"
+mkdir -p "$WORK/asan-logs"
+status=0
+ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$WORK/asan-logs/asan" \
+  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$WORK/asan-logs/ubsan" \
+  LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)" \
+  python -m pytest -q -p no:cacheprovider tests/cuda || status=$?
+if compgen -G "$WORK/asan-logs/*" > /dev/null; then
+  echo "sanitizer reports:" >&2
+  cat "$WORK"/asan-logs/* >&2
+  status=1
+fi
+[ "$status" = 0 ] || exit "$status"
 
 if [ "${CUDA_CHECKS_SKIP_REAL:-0}" != 1 ]; then
   step "nvidia-cublas wheel"

@@ -708,7 +708,7 @@ class _RNNBase(StepMixin):
         batched, T, B = trace.batched, trace.T, trace.B
         D, P, H = self.num_directions, self._P, self.hidden_size
         if dout is None:
-            d_in = np.zeros((T, B, D * P), self.dtype)
+            d_in = None  # zeros, made by the kernels' side (on the device, nothing to copy)
         else:
             d = self._array(dout, "dout")
             shape = self._layout(batched, T, B, D * P)
@@ -726,13 +726,14 @@ class _RNNBase(StepMixin):
         dc0 = np.empty((LD, B, H), self.dtype) if self._cell == "lstm" else None
         for layer in reversed(range(self.num_layers)):
             caches, mask = trace.layers[layer]
-            if mask is not None:
+            if mask is not None and d_in is not None:
                 d_in = d_in * mask
             dx = None
             for direction in range(D):
                 i = layer * D + direction
                 sfx = f"_l{layer}" + ("_reverse" if direction else "")
-                g = self._run_backward(caches[direction], d_in[:, :, direction * P:(direction + 1) * P],
+                g = self._run_backward(caches[direction],
+                                       None if d_in is None else d_in[:, :, direction * P:(direction + 1) * P],
                                        None if dh_n is None else dh_n[i],
                                        None if dc_n is None else dc_n[i], need_dx or layer > 0)
                 self._accumulate(sfx, g)
