@@ -73,7 +73,7 @@ fi
 pybind11_inc=$("$python" -c "import pybind11; print(pybind11.get_include())")
 mkdir -p "$work/bindings"
 # The flags of the GCC branch of CMakeLists.txt plus the guard; two files at a time.
-ls csrc/bindings/*.cc | grep -v cuda_ops | xargs -P 2 -I{} sh -c '
+ls csrc/bindings/*.cc | grep -v '/cuda_' | xargs -P 2 -I{} sh -c '
   x86_64-w64-mingw32-g++-posix -std=gnu++17 -O3 -fno-math-errno -fno-trapping-math -fopenmp \
     -Wall -Werror -I"$1" -include "$2" -I"$3/Include" -I"$3/PC" -isystem "$4" \
     -Icsrc -Icsrc/include -I"$5" -DFUSEDRNN_HAVE_AVX2 -DFUSEDRNN_HAVE_AVX512 \
