@@ -139,8 +139,10 @@ def _host(a):
 
 
 def global_norm(grads) -> float:
-    """sqrt of the sum of squares of every gradient entry, accumulated in float64."""
-    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
+    """sqrt of the sum of squares of every gradient entry (NumPy or device arrays), each
+    array's sum taken to float64 and the arrays' sums added in float64."""
+    return math.sqrt(sum(_core.cuda_sum_squares(g) if _on_device(g) else float(np.vdot(g, g))
+                         for g in grads))
 
 
 class Optimizer:
@@ -194,9 +196,7 @@ class Optimizer:
             host = [(k, p, self._clip(g)) for k, p, g in host]
         scale = 1.0
         if self.global_clipnorm is not None:
-            squares = sum(float(np.vdot(g, g)) for _, _, g in host)
-            squares += sum(_core.cuda_sum_squares(g) for _, _, g in device)
-            norm = math.sqrt(squares)
+            norm = global_norm([g for _, _, g in host + device])
             if norm > self.global_clipnorm:
                 scale = self.global_clipnorm / norm
         lr = self.lr
@@ -249,7 +249,7 @@ class Optimizer:
             group = [t for t in triples if t[1].dtype == dtype]
             scales = []
             if self.clipnorm is not None:
-                norms = [math.sqrt(_core.cuda_sum_squares(g)) for _, _, g in group]
+                norms = [global_norm([g]) for _, _, g in group]
                 scales = [self.clipnorm / n if n > self.clipnorm else 1.0 for n in norms]
             slots = [[self._device_slot(name, k, p) for k, p, _ in group] for name in self._slots]
             _core.cuda_optimizer_update(
@@ -333,7 +333,8 @@ class Optimizer:
 
     def get_state(self):
         """(iterations, {slot: {key: array}}) with copies of the arrays."""
-        return self.iterations, {s: {k: _host(a).copy() for k, a in t.items()} for s, t in self.state.items()}
+        copy = lambda a: a.numpy() if _on_device(a) else a.copy()  # noqa: E731  (numpy() copies)
+        return self.iterations, {s: {k: copy(a) for k, a in t.items()} for s, t in self.state.items()}
 
     def set_state(self, iterations, state) -> None:
         self._flat = None
