@@ -128,7 +128,7 @@ class DeviceState:
         if self.params_newer:
             return {k: self._weights[k][2] for k in names}
         version = host.version
-        return {k: self.get(k, dict.__getitem__(host, k), version) for k in names}
+        return {k: self.get(k, host[k], version) for k in names}
 
     def get(self, name: str, host: np.ndarray, version: int):
         """One weight's device copy, uploaded when ``host`` changed since the last upload."""
@@ -165,7 +165,7 @@ class DeviceState:
         version = host.version
         for k, (_, shadow, dev) in self._weights.items():
             np.copyto(shadow, dev.numpy())
-            np.copyto(dict.__getitem__(host, k), shadow)
+            np.copyto(host[k], shadow)
             self._weights[k] = (version, shadow, dev)
 
     # --- gradients --------------------------------------------------------------------------

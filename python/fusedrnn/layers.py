@@ -90,6 +90,11 @@ def _shapes(cell, input_size, hidden_size, num_layers, bias, num_directions, pro
                 yield "weight_hr" + sfx, (P, H)
 
 
+# Parameter name (before its layer/direction suffix) -> its gradient's key in the kernels' dict.
+_GRAD_OF = {"weight_ih": "dw_ih", "weight_hh": "dw_hh", "bias_ih": "db_ih", "bias_hh": "db_hh",
+            "weight_hr": "dw_hr"}
+
+
 class _Trace:
     """What a training forward keeps for its backward."""
 
@@ -771,20 +776,17 @@ class _RNNBase(StepMixin):
         self.weights_changed()
 
     def _add_grads(self, sfx, g):
-        if self._dev is not None:
-            grads = self._dev.grads(self._grads)
-            for name, key in (("weight_ih", "dw_ih"), ("weight_hh", "dw_hh"), ("bias_ih", "db_ih"),
-                              ("bias_hh", "db_hh"), ("weight_hr", "dw_hr")):
-                if name + sfx in grads:
-                    _core.cuda_add_into(grads[name + sfx], g[key])
-            return
-        self._grads["weight_ih" + sfx] += g["dw_ih"]
-        self._grads["weight_hh" + sfx] += g["dw_hh"]
-        if self.bias:
-            self._grads["bias_ih" + sfx] += g["db_ih"]
-            self._grads["bias_hh" + sfx] += g["db_hh"]
-        if self.proj_size:
-            self._grads["weight_hr" + sfx] += g["dw_hr"]
+        # On CUDA the sums stay on the device; the layer's grads read them back when read.
+        on_device = self._dev is not None
+        grads = self._dev.grads(self._grads) if on_device else self._grads
+        for name, key in _GRAD_OF.items():
+            target = grads.get(name + sfx)  # absent: no bias, or no projection
+            if target is None:
+                continue
+            if on_device:
+                _core.cuda_add_into(target, g[key])
+            else:
+                target += g[key]
 
 
 def _state_pair(value, name: str, first: str, second: str):

@@ -375,6 +375,7 @@ class Recurrent(Layer):
     # params and grads are read through the wrapped layer each time (on CUDA that brings the
     # device's values back to the host arrays); assigning a dict picks the keys to expose.
     _keys = None
+
     @property
     def params(self) -> dict:
         if "layer" not in self.__dict__:  # a Keras layer not built yet
