@@ -36,8 +36,11 @@ void update(const opt::Rule& r, T* __restrict p, const T* __restrict g, T* __res
             int64_t n) {
   const opt::Consts<T> c(r);
   switch (r.kind) {
-    case opt::Kind::Sgd:
-      for (int64_t i = 0; i < n; ++i) opt::sgd(c, p[i], opt::grad_in(c, g[i]), s0 ? s0 + i : nullptr);
+    case opt::Kind::Sgd:  // with momentum the velocity slot exists, without it not
+      if (c.momentum)
+        for (int64_t i = 0; i < n; ++i) opt::sgd(c, p[i], opt::grad_in(c, g[i]), s0 + i);
+      else
+        for (int64_t i = 0; i < n; ++i) opt::sgd(c, p[i], opt::grad_in(c, g[i]), static_cast<T*>(nullptr));
       return;
     case opt::Kind::Adam:
       for (int64_t i = 0; i < n; ++i) opt::adam(c, p[i], opt::grad_in(c, g[i]), s0 + i, s1 + i);
