@@ -6,7 +6,10 @@ Shapes aim at the loop's edges: row counts that are not a multiple of the tile's
 7, 13), H not a multiple of any panel width, steps big enough that 2 threads split the units,
 a reduction longer than one K slice (the backward of an LSTM with G*H > 1024), lengths,
 reverse, relu, the LSTM projection (P < H, P > H, P below one vector), and whole-sequence
-products (dx, dW, dW_hr) deeper than one chunk of 1024 rows.
+products (dx, dW, dW_hr) deeper than one chunk of 1024 rows.  The products' widths (I, H, P)
+take each of their column-panel choices: narrower than 16 or 32 columns alone (I = 3..20),
+whole 64-column panels followed by a narrow rest (I = 70, H = 270, P = 150), and a rest
+above 32 (H = 37, 50, 90).
 """
 
 import numpy as np
