@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <atomic>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "omp_compat.h"
@@ -182,12 +183,24 @@ inline int threads_for(int64_t flops, int64_t blocks) {
   return nt;
 }
 
-// Forward panels: U hidden units, all G gates of each (NR = G * U columns).
+// Forward panels: U hidden units, all G gates of each (NR = G * U columns).  The last panel,
+// where H is not a whole number of panels, may be a narrower one: 16 or 32 columns, of u units
+// of each gate, where G divides that width and u covers the units left (an LSTM with H = 100:
+// 6 panels of 16 units and one of 4, 16 columns instead of 64).  Gate k of unit i of a panel
+// sits in column k * u + i either way; only u differs.
 template <class Cell>
 struct ForwardLayout {
   static constexpr int64_t G = Cell::kGates;
   static constexpr int64_t U = G == 1 ? 64 : 16;  // hidden units per panel
   static constexpr int NR = static_cast<int>(G * U);  // columns per panel
+  // Whether a narrower panel exists for this G (not for the GRU's 3 gates), and the columns of
+  // the last panel, holding `left` units.
+  static constexpr bool kNarrow = (16 < NR && 16 % G == 0) || (32 < NR && 32 % G == 0);
+  static constexpr int last_width(int64_t left) {
+    for (int w : {16, 32})
+      if (w < NR && w % G == 0 && w / G >= left) return w;
+    return NR;
+  }
 };
 
 // With the LSTM projection (w_hr) the cell's output hcore is projected to h = hcore W_hr^T: a
@@ -201,6 +214,8 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
   const int64_t B = q.B, H = q.H, I = q.I, P = q.P, W = cell.width();
   const bool proj = w.w_hr != nullptr;
   const int64_t npan = (H + U - 1) / U, ld = npan * NR;
+  const int last_nr = L::last_width(H - (npan - 1) * U);
+  auto width = [&](int64_t p) { return p == npan - 1 ? last_nr : NR; };  // columns of panel p
   const int64_t nproj = proj ? (P + NP - 1) / NP : 0, ldp = nproj * NP;
 
   const int64_t chunk = projection_chunk(q, kPackedProjectionRows);
@@ -258,14 +273,17 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
     ctl.note_share(tid, npan, team, p0, p1);
     if (proj) share(nproj, tid, team, r0, r1);
     claims.reset(tid, p0);
-    // Panel p, column c = gate * U + u  <-  weight row gate * H + p * U + u.
+    // Panel p, column c = gate * u + i  <-  weight row gate * H + p * U + i.
     for (int64_t p = cached ? p1 : p0; p < p1; ++p) {
+      const int64_t u = width(p) / G;
       auto col_row = [&](int c) -> int64_t {
-        const int64_t unit = p * U + c % U;
-        return unit < H ? (c / U) * H + unit : -1;
+        const int64_t unit = p * U + c % u;
+        return unit < H ? (c / u) * H + unit : -1;
       };
-      packed::pack_rows<T, NR>(w.w_ih, I, I, col_row, wih + p * I * NR);
-      packed::pack_rows<T, NR>(w.w_hh, P, P, col_row, whh + p * P * NR);
+      packed::with_width<NR>(width(p), [&](auto wd) {
+        packed::pack_rows<T, decltype(wd)::value>(w.w_ih, I, I, col_row, wih + p * I * NR);
+        packed::pack_rows<T, decltype(wd)::value>(w.w_hh, P, P, col_row, whh + p * P * NR);
+      });
     }
     for (int64_t p = cached ? r1 : r0; p < r1; ++p)
       packed::pack_rows<T, NP>(w.w_hr, H, H, [&](int c) -> int64_t { return p * NP + c < P ? p * NP + c : -1; },
@@ -304,22 +322,35 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
       // Panel p of this step: its share of the chunk's input projection (at the chunk's first
       // step), its recurrent product, and the cell for its units in every row.
       auto run_panel = [&](int64_t p) {
-        if (chunk_start)
-          packed::panel_gemm<T, NR>(chunk_rows, I, a.x + t0 * B * I, I, wih + p * I * NR,
-                                    xp.data() + p * NR, ld, false);
-        packed::panel_gemm<T, NR>(B, P, hc, P, whh + p * P * NR, hp.data() + p * NR, ld, false);
         const int64_t j = p * U, n = std::min(U, H - j);
-        for (int64_t b = 0; b < B; ++b) {
-          const int64_t t = q.time_of(s, b);
-          if (t < 0) continue;
-          const T* xrow = xp.data() + ((t - t0) * B + b) * ld;
-          T* wrow = Training ? a.ws + (t * B + b) * W : nullptr;
-          cell.template forward_row<Training>(
-              n, xrow + p * NR, U, hp.data() + b * ld + p * NR, U, w.b_ih + j, w.b_hh + j,
-              hc + b * P + j, Cell::kHasCell ? cc + b * H + j : nullptr, hout + b * H + j,
-              Cell::kHasCell ? cn + b * H + j : nullptr, Training ? wrow + j : nullptr);
-          if (!proj) copy_row(a.out + (t * B + b) * P + j, hn + b * P + j, n);
-          else if (Training) copy_row(wrow + cell.off_hcore() + j, hout + b * H + j, n);
+        // The cell on every row, gate k of unit i at column k * u + i of the panel.
+        auto rows = [&](auto u) {
+          for (int64_t b = 0; b < B; ++b) {
+            const int64_t t = q.time_of(s, b);
+            if (t < 0) continue;
+            const T* xrow = xp.data() + ((t - t0) * B + b) * ld;
+            T* wrow = Training ? a.ws + (t * B + b) * W : nullptr;
+            cell.template forward_row<Training>(
+                n, xrow + p * NR, u, hp.data() + b * ld + p * NR, u, w.b_ih + j, w.b_hh + j,
+                hc + b * P + j, Cell::kHasCell ? cc + b * H + j : nullptr, hout + b * H + j,
+                Cell::kHasCell ? cn + b * H + j : nullptr, Training ? wrow + j : nullptr);
+            if (!proj) copy_row(a.out + (t * B + b) * P + j, hn + b * P + j, n);
+            else if (Training) copy_row(wrow + cell.off_hcore() + j, hout + b * H + j, n);
+          }
+        };
+        const int wp = width(p);
+        if (!L::kNarrow || wp == NR) {  // the usual panel: its own code, with U a constant
+          if (chunk_start)
+            packed::panel_gemm<T, NR>(chunk_rows, I, a.x + t0 * B * I, I, wih + p * I * NR,
+                                      xp.data() + p * NR, ld, false);
+          packed::panel_gemm<T, NR>(B, P, hc, P, whh + p * P * NR, hp.data() + p * NR, ld, false);
+          rows(std::integral_constant<int64_t, U>());
+        } else if constexpr (L::kNarrow) {  // a narrower last panel
+          if (chunk_start)
+            packed::panel_gemm_narrow<T, NR>(wp, chunk_rows, I, a.x + t0 * B * I, I, wih + p * I * NR,
+                                             xp.data() + p * NR, ld, false);
+          packed::panel_gemm_narrow<T, NR>(wp, B, P, hc, P, whh + p * P * NR, hp.data() + p * NR, ld, false);
+          rows(int64_t(wp / G));
         }
       };
       claims.run(s, tid, team, npan, run_panel);
@@ -424,7 +455,12 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
     ctl.note_share(tid, npan, omp_get_num_threads(), p0, p1);
     // dh = dG W_hh: panel p holds columns p*U.. of W_hh [GH, P]; d hcore = dh W_hr: panel p
     // holds columns p*U.. of W_hr [P, H].  Each thread packs and uses only its own panels.
-    for (int64_t p = h0; p < h1; ++p) packed::pack_cols<T, NR>(w.w_hh, P, GH, P, p * U, whh.data() + p * GH * U);
+    // (The last panel, holding P - p*U < U columns, may be a narrower one: packed_gemm.h.)
+    auto cols = [&](int64_t p) { return std::min<int64_t>(U, P - p * U); };
+    for (int64_t p = h0; p < h1; ++p)
+      packed::with_width<NR>(cols(p), [&](auto wd) {
+        packed::pack_cols<T, decltype(wd)::value>(w.w_hh, P, GH, P, p * U, whh.data() + p * GH * U);
+      });
     if (proj)
       for (int64_t p = p0; p < p1; ++p) packed::pack_cols<T, NR>(w.w_hr, H, P, H, p * U, whr.data() + p * P * U);
     const int64_t j0 = p0 * U, j1 = std::min(H, p1 * U), nj = j1 - j0;
@@ -491,8 +527,13 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
       if (ctl.stop(s)) break;
       // Own columns of the next dh: added to the direct path without a projection (the cell
       // wrote it, or zeros), written whole with one.
-      for (int64_t p = h0; p < h1; ++p)
-        packed::panel_gemm<T, NR>(B, GH, step, GH, whh.data() + p * GH * U, dhn + p * U, ldh, !proj);
+      for (int64_t p = h0; p < h1; ++p) {
+        if (cols(p) == U)
+          packed::panel_gemm<T, NR>(B, GH, step, GH, whh.data() + p * GH * U, dhn + p * U, ldh, !proj);
+        else
+          packed::panel_gemm_narrow<T, NR>(cols(p), B, GH, step, GH, whh.data() + p * GH * U,
+                                           dhn + p * U, ldh, !proj);
+      }
       if (q.lengths)  // finished rows keep their gradient (0 * inf in W_hh must not reach it)
         for (int64_t b = 0; b < B; ++b)
           if (q.time_of(s, b) < 0) copy_row(dhn + b * ldh + k0, dhc + b * ldh + k0, nk);

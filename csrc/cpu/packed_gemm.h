@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "memory.h"
 
@@ -220,6 +221,37 @@ void pack_cols(const T* W, int64_t ldw, int64_t K, int64_t N, int64_t c0, T* pan
       for (int64_t c = n; c < NB; ++c) dst[c] = T(0);
     }
   }
+}
+
+// A panel of NR columns of which only `cols` exist (the last panel of a product whose width is
+// not a whole number of panels) can be packed and multiplied as a narrower panel: the same sums,
+// in the same order, over fewer padding columns, in a layout that fits in the NR-column panel's
+// space.  with_width calls f(std::integral_constant<int, W>()) with W the narrowest of 16, 32
+// and NR columns that holds cols; packing and products must use the same W.
+template <int NR, class F>
+void with_width(int64_t cols, F&& f) {
+  if constexpr (NR > 16)
+    if (cols <= 16) return f(std::integral_constant<int, 16>());
+  if constexpr (NR > 32)
+    if (cols <= 32) return f(std::integral_constant<int, 32>());
+  f(std::integral_constant<int, NR>());
+}
+
+// The product of the time loops' last panel (with_width), kept out of line: the loops' usual
+// panels call panel_gemm<T, NR> directly, so their code stays as it was (the narrow path
+// inlined beside it, with the panel's width a run-time value, made them 3-5% slower; GCC 12,
+// AVX-512).
+template <typename T, int NR>
+#if defined(_MSC_VER)
+__declspec(noinline)
+#else
+__attribute__((noinline))
+#endif
+void panel_gemm_narrow(int64_t cols, int64_t M, int64_t K, const T* A, int64_t lda, const T* panel,
+                       T* C, int64_t ldc, bool accumulate) {
+  with_width<NR>(cols, [&](auto w) {
+    panel_gemm<T, decltype(w)::value>(M, K, A, lda, panel, C, ldc, accumulate);
+  });
 }
 
 }  // namespace fusedrnn::cpu::FUSEDRNN_ISA::packed

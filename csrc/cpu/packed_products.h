@@ -110,8 +110,9 @@ void sequence_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, con
   const int64_t wide = N / 64 * 64, rest = N - wide;
   if (rest == 0 || rest > 32) return sequence_gemm_panels<T, TA, 64>(M, N, K, A, lda, B, ldb, C, ldc);
   if (wide > 0) sequence_gemm_panels<T, TA, 64>(M, wide, K, A, lda, B, ldb, C, ldc);
-  if (rest <= 16) sequence_gemm_panels<T, TA, 16>(M, rest, K, A, lda, B + wide, ldb, C + wide, ldc);
-  else sequence_gemm_panels<T, TA, 32>(M, rest, K, A, lda, B + wide, ldb, C + wide, ldc);
+  with_width<64>(rest, [&](auto w) {
+    sequence_gemm_panels<T, TA, decltype(w)::value>(M, rest, K, A, lda, B + wide, ldb, C + wide, ldc);
+  });
 }
 
 }  // namespace fusedrnn::cpu::FUSEDRNN_ISA::packed
