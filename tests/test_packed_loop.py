@@ -8,8 +8,10 @@ a reduction longer than one K slice (the backward of an LSTM with G*H > 1024), l
 reverse, relu, the LSTM projection (P < H, P > H, P below one vector), and whole-sequence
 products (dx, dW, dW_hr) deeper than one chunk of 1024 rows.  The products' widths (I, H, P)
 take each of their column-panel choices: narrower than 16 or 32 columns alone (I = 3..20),
-whole 64-column panels followed by a narrow rest (I = 70, H = 270, P = 150), and a rest
-above 32 (H = 37, 50, 90).
+whole 64-column panels followed by a narrow rest (I = 70, H = 270, P = 150, 170), and a
+48-column rest (H = 33, 37, 170); so do the time loops' last panels (forward: LSTM H = 33, 37,
+75 in 16, 32 and 48 columns, RNN H = 70, 170; backward: the dh columns past the last whole
+panel).
 """
 
 import numpy as np
@@ -35,6 +37,8 @@ CASES = [
     ("gru", 4, 1, 3, 50, False, False, 0),
     ("rnn-tanh", 6, 13, 20, 150, True, False, 0),   # 3 panels of 64 units, the last partial
     ("rnn-relu", 5, 2, 6, 70, False, True, 0),
+    ("lstm-tanh", 4, 6, 11, 75, True, False, 0),    # last forward panel: 11 units in 48 columns
+    ("rnn-tanh", 5, 9, 7, 170, False, False, 0),    # 42 columns past 128: 48-column panels
 ]
 CASE_IDS = [f"{c[0]}-B{c[2]}-H{c[4]}" + ("-len" if c[5] else "") + ("-rev" if c[6] else "")
             + (f"-P{c[7]}" if c[7] else "") for c in CASES]

@@ -184,10 +184,10 @@ inline int threads_for(int64_t flops, int64_t blocks) {
 }
 
 // Forward panels: U hidden units, all G gates of each (NR = G * U columns).  The last panel,
-// where H is not a whole number of panels, may be a narrower one: 16 or 32 columns, of u units
-// of each gate, where G divides that width and u covers the units left (an LSTM with H = 100:
-// 6 panels of 16 units and one of 4, 16 columns instead of 64).  Gate k of unit i of a panel
-// sits in column k * u + i either way; only u differs.
+// where H is not a whole number of panels, may be a narrower one: 16, 32 or 48 columns, of u
+// units of each gate, where G divides that width and u covers the units left (an LSTM with
+// H = 100: 6 panels of 16 units and one of 4, 16 columns instead of 64).  Gate k of unit i of
+// a panel sits in column k * u + i either way; only u differs.
 template <class Cell>
 struct ForwardLayout {
   static constexpr int64_t G = Cell::kGates;
@@ -195,9 +195,10 @@ struct ForwardLayout {
   static constexpr int NR = static_cast<int>(G * U);  // columns per panel
   // Whether a narrower panel exists for this G (not for the GRU's 3 gates), and the columns of
   // the last panel, holding `left` units.
-  static constexpr bool kNarrow = (16 < NR && 16 % G == 0) || (32 < NR && 32 % G == 0);
+  static constexpr bool kNarrow = (16 < NR && 16 % G == 0) || (32 < NR && 32 % G == 0) ||
+                                  (48 < NR && 48 % G == 0);
   static constexpr int last_width(int64_t left) {
-    for (int w : {16, 32})
+    for (int w : {16, 32, 48})
       if (w < NR && w % G == 0 && w / G >= left) return w;
     return NR;
   }

@@ -226,14 +226,16 @@ void pack_cols(const T* W, int64_t ldw, int64_t K, int64_t N, int64_t c0, T* pan
 // A panel of NR columns of which only `cols` exist (the last panel of a product whose width is
 // not a whole number of panels) can be packed and multiplied as a narrower panel: the same sums,
 // in the same order, over fewer padding columns, in a layout that fits in the NR-column panel's
-// space.  with_width calls f(std::integral_constant<int, W>()) with W the narrowest of 16, 32
-// and NR columns that holds cols; packing and products must use the same W.
+// space.  with_width calls f(std::integral_constant<int, W>()) with W the narrowest of 16, 32,
+// 48 and NR columns that holds cols; packing and products must use the same W.
 template <int NR, class F>
 void with_width(int64_t cols, F&& f) {
   if constexpr (NR > 16)
     if (cols <= 16) return f(std::integral_constant<int, 16>());
   if constexpr (NR > 32)
     if (cols <= 32) return f(std::integral_constant<int, 32>());
+  if constexpr (NR > 48)
+    if (cols <= 48) return f(std::integral_constant<int, 48>());
   f(std::integral_constant<int, NR>());
 }
 

@@ -99,16 +99,16 @@ void sequence_gemm_panels(int64_t M, int64_t N, int64_t K, const T* A, int64_t l
   }
 }
 
-// Panels of 64 columns, and narrower ones for a product (or the last columns of one) that is
-// not a whole number of them wide: a tile spans a panel's whole width on AVX-512 float, so dx
-// and dW_ih of a model with 12 features would otherwise cost as much as with 64.  Every
-// element adds its K terms in the same order whatever the panel width: the results do not
-// change, only the work spent on padding columns.
+// Panels of 64 columns, and narrower ones (16, 32 or 48: packed_gemm.h, with_width) for a
+// product (or the last columns of one) that is not a whole number of them wide: a tile spans
+// a panel's whole width on AVX-512 float, so dx and dW_ih of a model with 12 features would
+// otherwise cost as much as with 64.  Every element adds its K terms in the same order
+// whatever the panel width: the results do not change, only the work spent on padding columns.
 template <typename T, bool TA>
 void sequence_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
                    T* C, int64_t ldc) {
   const int64_t wide = N / 64 * 64, rest = N - wide;
-  if (rest == 0 || rest > 32) return sequence_gemm_panels<T, TA, 64>(M, N, K, A, lda, B, ldb, C, ldc);
+  if (rest == 0 || rest > 48) return sequence_gemm_panels<T, TA, 64>(M, N, K, A, lda, B, ldb, C, ldc);
   if (wide > 0) sequence_gemm_panels<T, TA, 64>(M, wide, K, A, lda, B, ldb, C, ldc);
   with_width<64>(rest, [&](auto w) {
     sequence_gemm_panels<T, TA, decltype(w)::value>(M, rest, K, A, lda, B + wide, ldb, C + wide, ldc);
