@@ -239,10 +239,10 @@ void with_width(int64_t cols, F&& f) {
   f(std::integral_constant<int, NR>());
 }
 
-// The product of the time loops' last panel (with_width), kept out of line: the loops' usual
-// panels call panel_gemm<T, NR> directly, so their code stays as it was (the narrow path
-// inlined beside it, with the panel's width a run-time value, made them 3-5% slower; GCC 12,
-// AVX-512).
+// The product of the time loops' last panel (with_width), kept out of line.  The loops' usual
+// panels call panel_gemm<T, NR> directly and hand the cell a constant stride, so their code
+// stays as it was: a first version that sent every panel through a run-time width made them
+// 3-5% slower (GCC 12, AVX-512).
 template <typename T, int NR>
 #if defined(_MSC_VER)
 __declspec(noinline)
