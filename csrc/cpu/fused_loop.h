@@ -278,6 +278,13 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
     std::fill(bias_pad.data(), bias_pad.data() + bias_pad.size(), T(0));
     std::copy(w.b_ih, w.b_ih + G * H, bih_pad);
     std::copy(w.b_hh, w.b_hh + G * H, bhh_pad);
+    // A narrower last panel's products fill only the first last_nr columns of its slot; the
+    // padded units may read past them, so the rest of the slot holds zeros, not stale memory.
+    if (last_nr < NR) {
+      const int64_t c0 = (npan - 1) * NR + last_nr, nc = NR - last_nr;
+      for (int64_t r = 0; r < chunk * B; ++r) std::fill_n(xp.data() + r * ld + c0, nc, T(0));
+      for (int64_t r = 0; r < B; ++r) std::fill_n(hp.data() + r * ld + c0, nc, T(0));
+    }
   }
 
   StepBarrier barrier;
