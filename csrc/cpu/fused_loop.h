@@ -356,41 +356,36 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
       // step), its recurrent product, and the cell for its units in every row.
       auto run_panel = [&](int64_t p) {
         const int64_t j = p * U, n = std::min(U, H - j);
-        // The cell on every row, gate k of unit i at column k * u + i of the panel.
-        auto rows = [&](auto u) {
+        // The cell on every row, gate k of unit i at column k * u + i of the panel.  With pad
+        // set (n units that are not whole vectors: see `tails` above) it runs m units, a whole
+        // number of vectors, on the padded biases and states into this thread's scratch, and
+        // copies out the first n.  Without, its code is the plain loop's.
+        auto rows = [&](auto u, auto pad) {
+          constexpr bool Pad = decltype(pad)::value;
+          const int64_t m = Pad ? (n + V - 1) / V * V : n;
+          T* const th = Pad ? tail_out.data() + tid * tail_ld : nullptr;  // h' of m <= U units
+          T* const tc = Pad ? th + U : nullptr;      // c' of the m units
+          T* const tw = Pad ? th + 2 * U : nullptr;  // workspace rows, H apart as in ws (m <= H)
           for (int64_t b = 0; b < B; ++b) {
             const int64_t t = q.time_of(s, b);
             if (t < 0) continue;
             const T* xrow = xp.data() + ((t - t0) * B + b) * ld;
             T* wrow = Training ? a.ws + (t * B + b) * W : nullptr;
+            T* const h_dst = Pad ? th : hout + b * H + j;
+            T* const c_dst = Pad ? tc : (Cell::kHasCell ? cn + b * H + j : nullptr);
+            T* const w_dst = Pad ? tw : (Training ? wrow + j : nullptr);
             cell.template forward_row<Training>(
-                n, xrow + p * NR, u, hp.data() + b * ld + p * NR, u, w.b_ih + j, w.b_hh + j,
-                hc + b * P + j, Cell::kHasCell ? cc + b * H + j : nullptr, hout + b * H + j,
-                Cell::kHasCell ? cn + b * H + j : nullptr, Training ? wrow + j : nullptr);
-            if (!proj) copy_row(a.out + (t * B + b) * P + j, hn + b * P + j, n);
-            else if (Training) copy_row(wrow + cell.off_hcore() + j, hout + b * H + j, n);
-          }
-        };
-        // The same for a panel of n units that are not whole vectors (see `tails` above).
-        auto padded_rows = [&](int64_t u) {
-          const int64_t m = (n + V - 1) / V * V;
-          T* const th = tail_out.data() + tid * tail_ld;  // h' and c' of the m <= U units
-          T* const tc = th + U;
-          T* const tw = th + 2 * U;  // workspace rows, H apart as in a row of ws (m <= H)
-          for (int64_t b = 0; b < B; ++b) {
-            const int64_t t = q.time_of(s, b);
-            if (t < 0) continue;
-            const T* xrow = xp.data() + ((t - t0) * B + b) * ld;
-            T* wrow = Training ? a.ws + (t * B + b) * W : nullptr;
-            cell.template forward_row<Training>(
-                m, xrow + p * NR, u, hp.data() + b * ld + p * NR, u, bih_pad + j, bhh_pad + j,
-                hc + b * P + j, Cell::kHasCell ? cc + b * H + j : nullptr, th,
-                Cell::kHasCell ? tc : nullptr, Training ? tw : nullptr);
-            simd::copy_short(hout + b * H + j, th, n);
-            if constexpr (Cell::kHasCell) simd::copy_short(cn + b * H + j, tc, n);
-            if constexpr (Training)  // the rows the cell writes: those before h_prev
-              for (int64_t r = 0; r < cell.off_hprev() / H; ++r)
-                simd::copy_short(wrow + r * H + j, tw + r * H, n);
+                m, xrow + p * NR, u, hp.data() + b * ld + p * NR, u, (Pad ? bih_pad : w.b_ih) + j,
+                (Pad ? bhh_pad : w.b_hh) + j, hc + b * P + j,
+                Cell::kHasCell ? cc + b * H + j : nullptr, h_dst, Cell::kHasCell ? c_dst : nullptr,
+                Training ? w_dst : nullptr);
+            if constexpr (Pad) {
+              simd::copy_short(hout + b * H + j, th, n);
+              if constexpr (Cell::kHasCell) simd::copy_short(cn + b * H + j, tc, n);
+              if constexpr (Training)  // the rows the cell writes: those before h_prev
+                for (int64_t r = 0; r < cell.off_hprev() / H; ++r)
+                  simd::copy_short(wrow + r * H + j, tw + r * H, n);
+            }
             if (!proj) copy_row(a.out + (t * B + b) * P + j, hn + b * P + j, n);
             else if (Training) copy_row(wrow + cell.off_hcore() + j, hout + b * H + j, n);
           }
@@ -401,15 +396,15 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
             packed::panel_gemm<T, NR>(chunk_rows, I, a.x + t0 * B * I, I, wih + p * I * NR,
                                       xp.data() + p * NR, ld, false);
           packed::panel_gemm<T, NR>(B, P, hc, P, whh + p * P * NR, hp.data() + p * NR, ld, false);
-          if (!padded(n)) rows(std::integral_constant<int64_t, U>());
-          else padded_rows(U);
+          if (!padded(n)) rows(std::integral_constant<int64_t, U>(), std::false_type());
+          else rows(std::integral_constant<int64_t, U>(), std::true_type());
         } else if constexpr (L::kNarrow) {  // a narrower last panel
           if (chunk_start)
             packed::panel_gemm_narrow<T, NR>(wp, chunk_rows, I, a.x + t0 * B * I, I, wih + p * I * NR,
                                              xp.data() + p * NR, ld, false);
           packed::panel_gemm_narrow<T, NR>(wp, B, P, hc, P, whh + p * P * NR, hp.data() + p * NR, ld, false);
-          if (!padded(n)) rows(int64_t(wp / G));
-          else padded_rows(wp / G);
+          if (!padded(n)) rows(int64_t(wp / G), std::false_type());
+          else rows(int64_t(wp / G), std::true_type());
         }
       };
       claims.run(s, tid, team, npan, run_panel);
