@@ -4,7 +4,9 @@ really ran (_core.packed_loop_calls) and that the baseline build keeps the gener
 
 Shapes aim at the loop's edges: row counts that are not a multiple of the tile's MR (B = 1,
 7, 13), H not a multiple of any panel width, steps big enough that 2 threads split the units,
-a reduction longer than one K slice (the backward of an LSTM with G*H > 1024), lengths,
+a reduction longer than one K slice (the backward of an LSTM with G*H > 1024, and an input
+product of I = 4200: more than one slice of the time loops' products, which are sized from
+the L2 cache, on every machine), lengths,
 reverse, relu, the LSTM projection (P < H, P > H, P below one vector), and whole-sequence
 products (dx, dW, dW_hr) deeper than one chunk of 1024 rows.  The products' widths (I, H, P)
 take each of their column-panel choices: narrower than 16 or 32 columns alone (I = 3..20),
@@ -39,6 +41,7 @@ CASES = [
     ("rnn-relu", 5, 2, 6, 70, False, True, 0),
     ("lstm-tanh", 4, 6, 11, 75, True, False, 0),    # last forward panel: 11 units in 48 columns
     ("rnn-tanh", 5, 9, 7, 170, False, False, 0),    # 42 columns past 128: 48-column panels
+    ("gru", 3, 7, 4200, 20, False, False, 0),       # input product deeper than one K slice
 ]
 CASE_IDS = [f"{c[0]}-B{c[2]}-H{c[4]}" + ("-len" if c[5] else "") + ("-rev" if c[6] else "")
             + (f"-P{c[7]}" if c[7] else "") for c in CASES]

@@ -190,6 +190,42 @@ def test_cgroup_quota(tmp_path, files, expected):
     assert fusedrnn._core.cgroup_cpu_limit(str(tmp_path)) == expected
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("1024K\n", 1 << 20), ("2M", 2 << 20), ("524288", 524288), ("512K", 512 << 10),
+    ("", 0), ("K", 0), ("-4K", 0), ("12Q", 0),
+])
+def test_parse_cache_size(text, expected):
+    assert fusedrnn._core.parse_cache_size(text) == expected
+
+
+def test_l2_cache_bytes_matches_the_system():
+    """The L2 size the packed loops read equals what the OS reports (Linux: sysconf, else
+    cpu0's level-2 entry under /sys), and is exposed in build_info."""
+    got = fusedrnn._core.l2_cache_bytes()
+    assert fusedrnn.build_info()["l2_cache_bytes"] == got
+    assert got >= 0
+    if not sys.platform.startswith("linux"):
+        return
+    want = 0
+    try:
+        want = max(0, os.sysconf("SC_LEVEL2_CACHE_SIZE"))
+    except (ValueError, OSError):
+        pass
+    if want == 0:
+        import glob
+        for d in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+            try:
+                level = open(os.path.join(d, "level")).read().strip()
+                kind = open(os.path.join(d, "type")).read().strip()
+                size = open(os.path.join(d, "size")).read().strip()
+            except OSError:
+                continue
+            if level == "2" and kind != "Instruction":
+                want = int(size[:-1]) * {"K": 1 << 10, "M": 1 << 20}[size[-1]] if size[-1] in "KM" else int(size)
+                break
+    assert got == want
+
+
 # --- results do not depend on the thread count ----------------------------------------------
 
 def _run_cell(cell, dtype, threads, seed, lengths=None, reverse=False, proj=False, activation="tanh",

@@ -46,6 +46,11 @@ PYBIND11_MODULE(_core, m) {
   }, "How the default thread count was chosen (see fusedrnn.build_info()).");
   m.def("cgroup_cpu_limit", &cgroup_cpu_limit, py::arg("root"),
         "ceil(quota / period) of the cgroup CPU files under root, 0 when unlimited (for tests).");
+  m.def("l2_cache_bytes", &l2_cache_bytes,
+        "Bytes of one core's L2 as the system reports it, 0 where it does not say (the packed "
+        "loops' products size their K slices from it).");
+  m.def("parse_cache_size", &parse_cache_size, py::arg("text"),
+        "'1024K', '2M' or a byte count as bytes, 0 if not a size (for tests).");
   m.def("contention_stats", [] {
     const ContentionStats s = contention_stats();
     py::dict r;

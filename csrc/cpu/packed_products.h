@@ -85,7 +85,7 @@ void sequence_gemm_panels(int64_t M, int64_t N, int64_t K, const T* A, int64_t l
         const bool in_last = ragged && p == npan - 1;
         T* c = in_last ? last.data() + r0 * NR : C + r0 * ldc + p * NR;
         panel_gemm<T, NR, TA>(rows, kc, a, la, pk + p * kc * NR, c, in_last ? NR : ldc, k0 > 0,
-                              in_last ? last_blocks : full);
+                              in_last ? last_blocks : full, S::KC);
       }
     };
     using Pack = decltype(pack);

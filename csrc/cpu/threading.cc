@@ -2,6 +2,21 @@
 
 #include "omp_compat.h"
 
+#if defined(_WIN32)
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#include <unistd.h>
+#else
+#include <unistd.h>
+#endif
+
 // POSIX only: fork handling and the workers' signal mask (Windows has neither fork nor
 // POSIX signals; its Ctrl-C handler runs on a thread of its own).
 #if !defined(_WIN32)
@@ -25,6 +40,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 namespace fusedrnn {
 namespace {
@@ -336,6 +352,54 @@ int cgroup_cpu_limit(const std::string& root) {
     return ceil_div_at_least_1(std::atoll(qt.c_str()), std::atoll(pt.c_str()));  // quota -1: none
   }
   return 0;
+}
+
+// "1024K", "2M", "524288" (bytes) -> bytes; 0 if not such a size.
+int64_t parse_cache_size(const std::string& text) {
+  char* end = nullptr;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  if (end == text.c_str() || v <= 0) return 0;
+  const char unit = *end;
+  return unit == 'K' ? v << 10 : unit == 'M' ? v << 20 : (unit == '\0' || unit == '\n') ? v : 0;
+}
+
+int64_t l2_cache_bytes() {
+  static const int64_t bytes = []() -> int64_t {
+#if defined(_WIN32)
+    DWORD len = 0;
+    GetLogicalProcessorInformation(nullptr, &len);
+    using Info = SYSTEM_LOGICAL_PROCESSOR_INFORMATION;
+    std::vector<Info> info(len / sizeof(Info) + 1);
+    if (len == 0 || !GetLogicalProcessorInformation(info.data(), &len)) return 0;
+    for (size_t i = 0; i < len / sizeof(Info); ++i)
+      if (info[i].Relationship == RelationCache && info[i].Cache.Level == 2 &&
+          info[i].Cache.Type != CacheInstruction)
+        return static_cast<int64_t>(info[i].Cache.Size);
+    return 0;
+#elif defined(__APPLE__)
+    for (const char* name : {"hw.perflevel0.l2cachesize", "hw.l2cachesize"}) {
+      int64_t v = 0;
+      size_t n = sizeof v;
+      if (sysctlbyname(name, &v, &n, nullptr, 0) == 0 && n == sizeof v && v > 0) return v;
+    }
+    return 0;
+#else
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (v > 0) return v;
+#endif
+    for (int i = 0; i < 8; ++i) {  // cpu0's level-2 data or unified cache
+      const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+      std::string level, type, size;
+      if (!read_file(dir + "level", level) || !read_file(dir + "type", type) ||
+          !read_file(dir + "size", size))
+        continue;
+      if (std::atoi(level.c_str()) == 2 && type.rfind("Instruction", 0) != 0) return parse_cache_size(size);
+    }
+    return 0;
+#endif
+  }();
+  return bytes;
 }
 
 int num_threads() {

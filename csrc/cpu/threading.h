@@ -32,6 +32,11 @@ const ThreadDefault& thread_default();
 // unreadable.  Exposed for tests.
 int cgroup_cpu_limit(const std::string& root);
 
+// --- The cache ---------------------------------------------------------------------------------
+// Bytes of one core's level-2 cache as the system reports it, 0 where it does not say.
+int64_t l2_cache_bytes();
+int64_t parse_cache_size(const std::string& text);  // "1024K", "2M", bytes; 0 if not a size
+
 // --- The pool of the split BLAS products ------------------------------------------------------
 // Runs body(ctx, i) for every i in [0, n) on up to `threads` threads: the calling thread and
 // its helpers claim indices one at a time, so a thread that loses its core (or is slow to

@@ -13,7 +13,9 @@ def build_info() -> dict:
     mask, capped by a cgroup CPU quota; threads_cpus), capped by FUSEDRNN_NUM_THREADS if set,
     else by OMP_NUM_THREADS; threads_source says which of these decided it.  threads_contended
     is True while the kernels run on one thread because other processes hold the cores.  openmp
-    is False in a build without OpenMP, whose packed time loop runs on the calling thread."""
+    is False in a build without OpenMP, whose packed time loop runs on the calling thread.
+    l2_cache_bytes is one core's L2 as the system reports it (0: not reported), from which the
+    packed loops size the slices of their products."""
     default = _core.thread_default()
     contention = _core.contention_stats()
     return {
@@ -30,6 +32,7 @@ def build_info() -> dict:
         "threads_contended": contention["contended"],
         "openmp": bool(_core.openmp),
         "cached_bytes": int(_core.cached_bytes()),
+        "l2_cache_bytes": int(_core.l2_cache_bytes()),
         "cuda_compiled": bool(_core.cuda_compiled),
         "cuda_emulated": bool(_core.cuda_emulated),
         "cuda_device_count": cuda_device_count(),
