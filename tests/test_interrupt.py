@@ -16,6 +16,11 @@ _SCRIPT = textwrap.dedent("""
     import fusedrnn
     from fusedrnn import ops, reference as ref
 
+    # A process started in the background by a non-interactive shell (a CI script's `cmd &`)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: install
+    # it, as an interactive session has it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     threads = int(sys.argv[1])
     fusedrnn.set_num_threads(threads)
     rng = np.random.default_rng(0)
