@@ -205,6 +205,7 @@ void panel_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* panel, T
   // Row tiles as even as possible (32 rows: 6 6 5 5 5 5, not 6 6 6 6 6 2): a short tile has
   // too few accumulators to keep the FMA units busy.
   const int64_t tiles = (M + MR - 1) / MR, base = M / tiles, longer = M % tiles;
+  const bool prefetch = K * NR * static_cast<int64_t>(sizeof(T)) > kPrefetchPanelBytes;
   for (int64_t k0 = 0; k0 < K; k0 += KC) {
     const int64_t kc = K - k0 < KC ? K - k0 : KC;
     const bool acc = accumulate || k0 > 0;
@@ -215,15 +216,17 @@ void panel_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* panel, T
       // panel's end: the next panel of a time loop), asked into L2 a share per row tile, so
       // that its first row tile does not wait on L3 for them.  Only for panels above
       // kPrefetchPanelBytes: smaller ones belong to weights that stay in L2 anyway.
-      const bool last_block = cb + 1 == blocks, last_slice = k0 + KC >= K;
-      const int64_t next_at = !last_block ? ((cb + 1) * K + k0) * NB  // elements past `panel`
-                              : !last_slice ? (k0 + KC) * NB
-                                            : int64_t(NR) * K;
-      const int64_t next_k = !last_block ? kc : std::min(KC, last_slice ? K : K - k0 - KC);
-      const std::uintptr_t next = reinterpret_cast<std::uintptr_t>(panel) + next_at * sizeof(T);
-      const int64_t lines = K * NR * static_cast<int64_t>(sizeof(T)) > kPrefetchPanelBytes
-                                ? next_k * NB * static_cast<int64_t>(sizeof(T)) / 64
-                                : 0;
+      std::uintptr_t next = 0;
+      int64_t lines = 0;  // cache lines of it to ask for
+      if (prefetch) {
+        const bool last_block = cb + 1 == blocks, last_slice = k0 + KC >= K;
+        const int64_t next_at = !last_block ? ((cb + 1) * K + k0) * NB  // elements past `panel`
+                                : !last_slice ? (k0 + KC) * NB
+                                              : int64_t(NR) * K;
+        const int64_t next_k = !last_block ? kc : std::min(KC, last_slice ? K : K - k0 - KC);
+        next = reinterpret_cast<std::uintptr_t>(panel) + next_at * sizeof(T);
+        lines = next_k * NB * static_cast<int64_t>(sizeof(T)) / 64;
+      }
       auto row_tiles = [&](auto pf) {
         constexpr bool PF = decltype(pf)::value;
         int64_t m = 0;

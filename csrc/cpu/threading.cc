@@ -9,19 +9,17 @@
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
 #endif
-#include <windows.h>
+#include <windows.h>  // the L2 size
 #elif defined(__APPLE__)
-#include <sys/sysctl.h>
-#include <unistd.h>
-#else
-#include <unistd.h>
+#include <sys/sysctl.h>  // the L2 size
 #endif
 
 // POSIX only: fork handling and the workers' signal mask (Windows has neither fork nor
-// POSIX signals; its Ctrl-C handler runs on a thread of its own).
+// POSIX signals; its Ctrl-C handler runs on a thread of its own), and sysconf.
 #if !defined(_WIN32)
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 #endif
 #if defined(__linux__)
 #include <sched.h>
