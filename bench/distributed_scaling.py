@@ -14,6 +14,13 @@ for 'vowels', whose epoch takes tens of ms, 5 for 'large') and reports the media
 second;
 ``rounds`` such runs of each kind alternate, and the medians over the rounds are reported.  The load average is
 printed with the results: the ranks share the machine with whatever else runs.
+
+A second table bounds what any data-parallel step can reach here: the LSTM's fused forward and
+backward alone (fusedrnn.ops, one thread) at the global batch and at half of it, and one
+allreduce of the model's parameters between 2 ranks (mpi4py, the call the distributed fit
+makes).  ``bound = kernels(batch) / (kernels(batch / 2) + allreduce)`` is the speedup of a step
+that did nothing else: the Dense layer, the loss, the optimiser and the Python between the calls
+only add the same time to both sides, which moves the ratio towards 1.
 """
 
 from __future__ import annotations
@@ -74,6 +81,69 @@ def worker(name, distributed, repeats, share=1):
                           "samples_per_s": statistics.median(rates), "rates": rates}), flush=True)
 
 
+def _median_ms(fn, seconds=1.0, warmup=20):
+    for _ in range(warmup):
+        fn()
+    times, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def bound_kernels(name):
+    """The LSTM's fused forward (training) and backward at the global batch and at half of it."""
+    import numpy as np
+
+    from fusedrnn import ops
+
+    cfg = CONFIGS[name]
+    T, F, H = cfg["T"], cfg["F"], cfg["H"]
+    rng = np.random.default_rng(0)
+
+    def rand(*shape):
+        return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+
+    w = [rand(4 * H, F), rand(4 * H, H), rand(4 * H), rand(4 * H)]
+    steps = {}
+    for b in (cfg["batch"], cfg["batch"] // 2):
+        x, h0, c0, dout = rand(T, b, F), rand(b, H), rand(b, H), rand(T, b, H)
+
+        def step(x=x, h0=h0, c0=c0, dout=dout):
+            cache = ops.lstm_forward(x, *w, h0, c0, training=True)[3]
+            ops.lstm_backward(cache, dout)
+
+        steps[str(b)] = step
+    # the two batches alternate call by call, so that a change of the machine's speed while
+    # this runs reaches both medians alike
+    times = {b: [] for b in steps}
+    end, calls = time.perf_counter() + 2.0, 0
+    while calls < 40 or time.perf_counter() < end:
+        for b, step in steps.items():
+            t = time.perf_counter()
+            step()
+            if calls >= 10:  # the first ten are the warm-up
+                times[b].append(time.perf_counter() - t)
+        calls += 1
+    print(json.dumps({b: 1e3 * statistics.median(v) for b, v in times.items()}), flush=True)
+
+
+def bound_allreduce(name):
+    """One in-place allreduce of the model's parameters (float32) between the ranks."""
+    import numpy as np
+    from mpi4py import MPI
+
+    cfg = CONFIGS[name]
+    F, H, C = cfg["F"], cfg["H"], cfg["C"]
+    comm = MPI.COMM_WORLD
+    buf = np.ones(4 * H * (F + H + 2) + C * (H + 1), np.float32)  # the LSTM's and the Dense's
+    ms = _median_ms(lambda: comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM))
+    ms = comm.allreduce(ms, op=MPI.MAX)  # the slower rank's
+    if comm.rank == 0:
+        print(json.dumps({"allreduce_ms": ms, "params": int(buf.size)}), flush=True)
+
+
 def _mpiexec():
     here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     return here if os.access(here, os.X_OK) else shutil.which("mpiexec")
@@ -114,7 +184,14 @@ def main(argv=None):
     p.add_argument("--worker", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     p.add_argument("--distributed", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--share", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--bound", choices=("kernels", "allreduce"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.bound == "kernels":
+        bound_kernels(args.worker)
+        return 0
+    if args.bound == "allreduce":
+        bound_allreduce(args.worker)
+        return 0
     if args.worker:
         worker(args.worker, args.distributed, args.repeats, args.share)
         return 0
@@ -150,6 +227,14 @@ def main(argv=None):
                      f"{two['samples_per_s'] / one['samples_per_s']:8.2f} "
                      f"{pair['samples_per_s'] / one['samples_per_s']:13.2f} "
                      f"{one['first_loss']:.6f} {two['first_loss']:.6f}")
+    lines += ["# bound: the speedup of a step that ran only the LSTM's kernels and the allreduce",
+              "config  batch  kernels_ms  kernels_half_ms  allreduce_ms  bound"]
+    for name, cfg in CONFIGS.items():
+        k = _run(me + ["--worker", name, "--bound", "kernels"])
+        a = _run([mpiexec, "-n", "2", "--oversubscribe"] + me + ["--worker", name, "--bound", "allreduce"])
+        full, half = k[str(cfg["batch"])], k[str(cfg["batch"] // 2)]
+        lines.append(f"{name:6s} {cfg['batch']:5d} {full:11.3f} {half:16.3f} {a['allreduce_ms']:13.3f} "
+                     f"{full / (half + a['allreduce_ms']):6.2f}")
     lines.append(f"# load average after: {_loadavg()}")
     report = "\n".join(lines) + "\n"
     print(report, end="")
