@@ -102,3 +102,18 @@ def test_activation_edges(request, dtype, isa):
         np.testing.assert_allclose(tanh[fin], r_tanh[fin], rtol=2e-6, atol=2e-7)
         # A tiny sigmoid is not flushed to zero (exp down to the subnormal range).
         assert sig[x == -100.0].min() > 0
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_float32_sigmoid_subnormal_results(request, isa):
+    """Down where sigmoid(x) ~ e^x is a subnormal float (x in -103.9..-87.4), the kernels' exp
+    scales its polynomial by 2^n and rounds once: within one subnormal step of NumPy's float64
+    value rounded to float32, and never flushed to zero."""
+    use_isa(request, isa)
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-103.9, -87.4, 64 * 8 * H).astype(np.float32).reshape(-1, 8, H)
+    sig, _ = gates(x, np.float32)
+    r_sig = reference(x)[0].astype(np.float32)
+    assert np.all(r_sig < np.finfo(np.float32).tiny)  # the range is the subnormal one
+    assert np.all(sig > 0)
+    np.testing.assert_array_max_ulp(sig, r_sig, maxulp=1)

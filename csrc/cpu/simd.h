@@ -147,6 +147,20 @@ inline void prefetch_l2(const void* p) {
 #endif
 }
 
+// Asks for the cache lines of p[0:n] to be brought near the core for writing (a hint, as above):
+// rows a time loop will write at its next step, so that their stores do not stall on fetching
+// the lines then.
+template <typename T>
+inline void prefetch_write(const T* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 64 / static_cast<int64_t>(sizeof(T))) {
+#if defined(_MSC_VER) && !defined(__clang__)
+    _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T1);
+#else
+    __builtin_prefetch(p + i, 1, 2);
+#endif
+  }
+}
+
 // Moves Size bytes (a constant: one load and one store) if rest has that bit.
 template <int Size>
 inline void move_bytes_if(int64_t rest, unsigned char*& d, const unsigned char*& s) {
