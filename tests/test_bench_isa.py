@@ -10,6 +10,7 @@ import pytest
 
 from fusedrnn import _core
 from fusedrnn.bench import isa
+from fusedrnn.bench.cases import Case
 
 QUICK = ["-B", "2", "-T", "3", "-H", "8", "--cell", "lstm", "--mode", "fwd", "--repeats", "1",
          "--warmup", "1", "--min-time", "0", "--no-memory", "--threads", "1"]
@@ -85,3 +86,32 @@ def test_step_mode_reports_step_torch_and_sequence(tmp_path):
     assert "torch cell / layer.step" in proc.stdout
     bad = bench("--step", "--grid", "quick")
     assert bad.returncode == 2 and "--step times one configuration" in bad.stderr
+
+
+def test_isa_children_go_case_by_case(tmp_path):
+    """Each case runs in its own child per contender, so both sides of a ratio are timed within
+    seconds of each other; the merged table keeps the cases in order."""
+    if not cpu_has("avx2"):
+        pytest.skip("this CPU or build has no avx2")
+    path = tmp_path / "out.json"
+    quick = [a if a != "lstm" else "lstm,gru" for a in QUICK]
+    proc = bench("--isa", "avx2", *quick, "--contenders", "fusedrnn,numpy", "--json", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 case(s), each in a child process per contender" in proc.stderr
+    out = json.loads(path.read_text())
+    assert [c["case"]["cell"] for c in out["cases"]] == ["lstm", "gru"]
+    for case in out["cases"]:
+        assert case["validation"]["status"] == "ok"
+        assert set(case["results"]) == {"fusedrnn", "numpy"}
+        assert case["results"]["numpy"]["speedup"] == pytest.approx(
+            case["results"]["numpy"]["median_ms"] / case["results"]["fusedrnn"]["median_ms"])
+    assert "alternating" in out["header"]["isa"]["note"]
+
+
+def test_the_case_flags_are_replaced_in_children():
+    argv = ["--grid", "standard", "--dtype=float64", "--bidirectional", "--cell", "gru", "--repeats", "3"]
+    assert isa._strip(argv, isa._CASE_FLAGS) == ["--repeats", "3"]
+    case = Case("gru", 4, 5, 6, 7, layers=2, bidirectional=True, dtype="float64", mode="fwdbwd")
+    assert isa._case_args(case) == ["--cell", "gru", "-B", "4", "-T", "5", "-I", "6", "-H", "7",
+                                    "--layers", "2", "--dtype", "float64", "--mode", "fwdbwd",
+                                    "--bidirectional"]

@@ -6,7 +6,12 @@ a child process started with those variables set: the same command line minus --
 contender, the same seed (so the same weights and inputs), the same thread count, and a JSON
 file the parent merges into one table.  fusedrnn's kernels are switched with _core.set_isa in
 its child.  Each child reports what its libraries really chose; the header shows it.
-Contenders are timed one after another (each in its own process), not round robin.
+
+The children run case by case: for every case, one child per contender, the contenders
+alternating which goes first.  So both contenders of a case are timed within seconds of each
+other: on a shared machine whose speed drifts over minutes, a whole grid of one contender and
+then a whole grid of the other would compare different minutes.  (A child's start, about a
+second with torch, is paid per case.)
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ HELP = ("run every contender on one instruction set: fusedrnn's kernels (set_isa
 # Flags the parent sets itself for each child (with how many values they take).
 _PARENT_FLAGS = {"--isa": 1, "--contenders": 1, "--threads": 1, "--json": 1, "--csv": 1,
                  "--markdown": 1, "--plot": 1, "--isa-child": 1}
+# The flags that choose cases, replaced by one case's own in each child.
+_CASE_FLAGS = {"--grid": 1, "--cell": 1, "-B": 1, "-T": 1, "-I": 1, "-H": 1, "--layers": 1,
+               "--bidirectional": 0, "--dtype": 1, "--mode": 1}
 
 
 def check(name: str) -> str | None:
@@ -49,18 +57,27 @@ def check(name: str) -> str | None:
     return None
 
 
-def _strip(argv):
+def _strip(argv, flags=None):
+    """argv without `flags` (default: the parent's) and their values."""
+    flags = _PARENT_FLAGS if flags is None else flags
     out, skip = [], 0
     for a in argv:
         if skip:
             skip -= 1
             continue
         flag = a.split("=", 1)[0]
-        if flag in _PARENT_FLAGS:
-            skip = 0 if "=" in a else _PARENT_FLAGS[flag]
+        if flag in flags:
+            skip = 0 if "=" in a else flags[flag]
             continue
         out.append(a)
     return out
+
+
+def _case_args(case) -> list:
+    """The bench flags that select exactly `case`."""
+    args = ["--cell", case.cell, "-B", str(case.B), "-T", str(case.T), "-I", str(case.I),
+            "-H", str(case.H), "--layers", str(case.layers), "--dtype", case.dtype, "--mode", case.mode]
+    return args + (["--bidirectional"] if case.bidirectional else [])
 
 
 def enter_child(name: str) -> dict:
@@ -103,25 +120,35 @@ def describe(name: str, record: dict) -> str:
     return f"{name} kernels {f['kernels']}, OpenBLAS {f['blas_core']}"
 
 
-def run_children(name: str, argv, contenders, threads: int, out=sys.stderr) -> tuple:
-    """Run each contender in its own child under ISA `name`.  Returns ({contender: parsed JSON},
-    exit code of the worst child) or raises RuntimeError with a child's output."""
+def run_children(name: str, argv, contenders, threads: int, cases, out=sys.stderr) -> tuple:
+    """Run each case in one child per contender under ISA `name`, the contenders alternating
+    which goes first.  Returns ({contender: {"header": its first child's header, "cases": its
+    result of every case}}, exit code of the worst child) or raises RuntimeError with a child's
+    output."""
     env = dict(os.environ, **ISAS[name][1])
-    base = _strip(list(argv))
-    runs, worst = {}, 0
+    base = _strip(_strip(list(argv)), _CASE_FLAGS)
+    runs, worst = {c: {"cases": []} for c in contenders}, 0
+    print(f"  {len(cases)} case(s), each in a child process per contender ({', '.join(contenders)}) "
+          f"under --isa {name}, alternating which goes first ...", file=out, flush=True)
     with tempfile.TemporaryDirectory(prefix="fusedrnn-isa-") as tmp:
-        for contender in contenders:
-            path = os.path.join(tmp, f"{contender}.json")
-            cmd = [sys.executable, "-m", "fusedrnn", "bench", *base, "--contenders", contender,
-                   "--threads", str(threads), "--json", path, "--isa-child", name]
-            print(f"  {contender}: running in a child process under --isa {name} ...", file=out, flush=True)
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if proc.returncode not in (0, 1) or not os.path.exists(path):
-                raise RuntimeError(f"the {contender} child under --isa {name} failed (exit "
-                                   f"{proc.returncode}):\n{proc.stdout}{proc.stderr}")
-            worst = max(worst, proc.returncode)
-            with open(path) as f:
-                runs[contender] = json.load(f)
+        for i, case in enumerate(cases):
+            for contender in (contenders if i % 2 == 0 else contenders[::-1]):
+                path = os.path.join(tmp, f"{contender}-{i}.json")
+                cmd = [sys.executable, "-m", "fusedrnn", "bench", *base, *_case_args(case),
+                       "--contenders", contender, "--threads", str(threads), "--json", path,
+                       "--isa-child", name]
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if proc.returncode not in (0, 1) or not os.path.exists(path):
+                    raise RuntimeError(f"the {contender} child under --isa {name} failed on {case.label} "
+                                       f"(exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+                worst = max(worst, proc.returncode)
+                with open(path) as f:
+                    record = json.load(f)
+                if len(record["cases"]) != 1:
+                    raise RuntimeError(f"the {contender} child under --isa {name} ran "
+                                       f"{len(record['cases'])} cases for {case.label}, not one")
+                runs[contender].setdefault("header", record["header"])
+                runs[contender]["cases"].append(record["cases"][0])
     return runs, worst
 
 
@@ -152,7 +179,7 @@ def run(args, cases, contenders, threads, head, note, write_files) -> int:
     from . import report
 
     try:
-        runs, worst = run_children(args.isa, args.argv, contenders, threads["requested"])
+        runs, worst = run_children(args.isa, args.argv, contenders, threads["requested"], cases)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -161,7 +188,8 @@ def run(args, cases, contenders, threads, head, note, write_files) -> int:
         f = records["fusedrnn"]["fusedrnn"]
         head["fusedrnn"] = dict(head["fusedrnn"], isa=f["kernels"], blas_core=f["blas_core"])
     head["isa"] = {"requested": args.isa, "contenders": records,
-                   "note": "each contender ran in its own child process, one after another"}
+                   "note": "each case ran in one child process per contender, the contenders "
+                           "alternating which went first"}
     results = merge(runs, contenders)
     table = report.Table(cases)
     lines = report.header_lines(head)
