@@ -138,27 +138,22 @@ struct Vec<double> {
 #endif
 
 #if FUSEDRNN_PACKED_LOOP
-// Asks for the cache line at p to be brought into L2 (a hint: never faults, any address).
+// Asks for the cache line at p to be brought into L2 (a hint: never faults, any address), for
+// reading or, with Write, for writing.
+template <bool Write = false>
 inline void prefetch_l2(const void* p) {
 #if defined(_MSC_VER) && !defined(__clang__)  // x64 (the packed loop's only MSVC target)
   _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
 #else
-  __builtin_prefetch(p, 0, 2);
+  __builtin_prefetch(p, Write ? 1 : 0, 2);
 #endif
 }
 
-// Asks for the cache lines of p[0:n] to be brought near the core for writing (a hint, as above):
-// rows a time loop will write at its next step, so that their stores do not stall on fetching
-// the lines then.
+// Asks for the cache lines of p[0:n] for writing: rows a time loop will write at its next
+// step, so that their stores do not stall on fetching the lines then.
 template <typename T>
 inline void prefetch_write(const T* p, int64_t n) {
-  for (int64_t i = 0; i < n; i += 64 / static_cast<int64_t>(sizeof(T))) {
-#if defined(_MSC_VER) && !defined(__clang__)
-    _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T1);
-#else
-    __builtin_prefetch(p + i, 1, 2);
-#endif
-  }
+  for (int64_t i = 0; i < n; i += 64 / static_cast<int64_t>(sizeof(T))) prefetch_l2<true>(p + i);
 }
 
 // Moves Size bytes (a constant: one load and one store) if rest has that bit.

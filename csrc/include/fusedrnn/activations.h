@@ -8,29 +8,27 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "fusedrnn/common.h"
 #include "fusedrnn/macros.h"
 
 namespace fusedrnn::act {
 
-// Bit casts between float and uint32, on either side.
-FUSEDRNN_HD uint32_t float_bits(float x) {
+// Bit casts between float and uint32, and between double and int64 (two's complement), on
+// either side.
+template <class To, class From>
+FUSEDRNN_HD To bit_cast_(From x) {
+  static_assert(sizeof(To) == sizeof(From), "a bit cast keeps the size");
 #if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
+  if constexpr (std::is_same_v<From, float>) return __float_as_uint(x);
+  else if constexpr (std::is_same_v<To, float>) return __uint_as_float(x);
+  else if constexpr (std::is_same_v<From, double>) return __double_as_longlong(x);
+  else return __longlong_as_double(x);
 #else
-  uint32_t i;
-  std::memcpy(&i, &x, sizeof i);
-  return i;
-#endif
-}
-FUSEDRNN_HD float float_of(uint32_t i) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(i);
-#else
-  float x;
-  std::memcpy(&x, &i, sizeof x);
-  return x;
+  To y;
+  std::memcpy(&y, &x, sizeof y);
+  return y;
 #endif
 }
 
@@ -54,7 +52,7 @@ FUSEDRNN_HD float exp_reduced(float xc, float& shifted) {
 // n + k as the low bits of a uint32 (two's complement), from the `shifted` of exp_reduced
 // (1.5 * 2^23 + n, in the binade of 2^23 for |n| < 2^22).
 FUSEDRNN_HD uint32_t float_exponent_plus(float shifted, uint32_t k) {
-  return float_bits(shifted) - (float_bits(kShifterF) - k);
+  return bit_cast_<uint32_t>(shifted) - (bit_cast_<uint32_t>(kShifterF) - k);
 }
 
 // exp(x) for float, 2^n applied as two factors 2^a 2^b (a + b = n) so that results from the
@@ -65,8 +63,8 @@ FUSEDRNN_HD float exp_clamped(float xc) {
   const float p = exp_reduced(xc, shifted);
   const int32_t ni = static_cast<int32_t>(float_exponent_plus(shifted, 0));  // in -150..128
   const int32_t na = ni >> 1, nb = ni - na;    // each in -75..64: normal powers of two
-  const float sa = float_of(static_cast<uint32_t>(na + 127) << 23);
-  const float sb = float_of(static_cast<uint32_t>(nb + 127) << 23);
+  const float sa = bit_cast_<float>(static_cast<uint32_t>(na + 127) << 23);
+  const float sb = bit_cast_<float>(static_cast<uint32_t>(nb + 127) << 23);
   return (p * sa) * sb;
 }
 // min(max(x, lo), hi), on either side (x is never NaN here).
@@ -85,28 +83,9 @@ FUSEDRNN_HD double clamp_(double x, double lo, double hi) {
 #endif
 }
 
-// Bit casts between double and int64 (two's complement), on either side.
-FUSEDRNN_HD int64_t bits_of(double x) {
-#if defined(__CUDA_ARCH__)
-  return __double_as_longlong(x);
-#else
-  int64_t i;
-  std::memcpy(&i, &x, sizeof i);
-  return i;
-#endif
-}
-FUSEDRNN_HD double double_of(int64_t i) {
-#if defined(__CUDA_ARCH__)
-  return __longlong_as_double(i);
-#else
-  double x;
-  std::memcpy(&x, &i, sizeof x);
-  return x;
-#endif
-}
-
 // Round to the nearest integer for |x| < 2^51 by adding and removing 1.5 * 2^52: the sum's
-// low bits then hold that integer, read back as  bits_of(x + kShifter) - bits_of(kShifter).
+// low bits then hold that integer, read back as
+// bit_cast_<int64_t>(x + kShifter) - bit_cast_<int64_t>(kShifter).
 // Integer work on 64-bit lanes stays within add, subtract and left shift, which every vector
 // instruction set has (AVX2 has no 64-bit arithmetic right shift and no double -> int64), so
 // the loops that call the double functions below are vectorised like the float ones.
@@ -144,10 +123,12 @@ FUSEDRNN_HD double exp_clamped(double xc) {
   double r = xc - n * kLn2Hi;
   r = r - n * kLn2Lo;
   const double p = (expm1_tail(r) * r * r + r) + 1.0;
-  const int64_t ni = bits_of(shifted) - bits_of(kShifter);
-  const int64_t na = bits_of(n * 0.5 + kShifter) - bits_of(kShifter);  // round(n / 2)
+  const int64_t ni = bit_cast_<int64_t>(shifted) - bit_cast_<int64_t>(kShifter);
+  // round(n / 2)
+  const int64_t na = bit_cast_<int64_t>(n * 0.5 + kShifter) - bit_cast_<int64_t>(kShifter);
   const int64_t nb = ni - na;                                            // each in -538..512
-  const double sa = double_of((na + 1023) << 52), sb = double_of((nb + 1023) << 52);
+  const double sa = bit_cast_<double>((na + 1023) << 52);
+  const double sb = bit_cast_<double>((nb + 1023) << 52);
   return (p * sa) * sb;
 }
 // The range exp_clamped takes: below lo every result is 0, above hi every result is +inf.
@@ -187,7 +168,8 @@ FUSEDRNN_HD float exp_nonpositive(float x) {
   const float xc = x > ExpRange<float>::lo ? x : ExpRange<float>::lo;
   float shifted;
   const float p = exp_reduced(xc, shifted);
-  return float_of(float_bits(p) + (float_exponent_plus(shifted, 64) << 23)) * 0x1p-64f;
+  const uint32_t bits = bit_cast_<uint32_t>(p) + (float_exponent_plus(shifted, 64) << 23);
+  return bit_cast_<float>(bits) * 0x1p-64f;
 }
 
 // expm1(y) for y <= 0 (down to -inf), accurate relative to the result also near 0:
@@ -199,7 +181,8 @@ FUSEDRNN_HD double expm1_nonpositive(double y) {
   double r = yc - n * kLn2Hi;
   r = r - n * kLn2Lo;
   const double em = expm1_tail(r) * r * r + r;
-  const double s = double_of((bits_of(shifted) - bits_of(kShifter) + 1023) << 52);  // 2^n
+  const int64_t ni = bit_cast_<int64_t>(shifted) - bit_cast_<int64_t>(kShifter);
+  const double s = bit_cast_<double>((ni + 1023) << 52);  // 2^n
   return s * em + (s - 1.0);
 }
 

@@ -126,7 +126,7 @@ def run_children(name: str, argv, contenders, threads: int, cases, out=sys.stder
     result of every case}}, exit code of the worst child) or raises RuntimeError with a child's
     output."""
     env = dict(os.environ, **ISAS[name][1])
-    base = _strip(_strip(list(argv)), _CASE_FLAGS)
+    base = _strip(list(argv), {**_PARENT_FLAGS, **_CASE_FLAGS})
     runs, worst = {c: {"cases": []} for c in contenders}, 0
     print(f"  {len(cases)} case(s), each in a child process per contender ({', '.join(contenders)}) "
           f"under --isa {name}, alternating which goes first ...", file=out, flush=True)
