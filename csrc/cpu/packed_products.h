@@ -6,8 +6,8 @@
 //   C[M, N] = op(A) B     B row-major [K, N];  op(A) = A ([M, K]) or, with TA, A^T (A: [K, M])
 //
 // K goes in chunks of whole kernel slices.  Per chunk, B is packed into column panels (and A^T
-// copied to row blocks), then the product is cut into row blocks, each across all panels; a
-// thread claims one at a time.  The cuts depend on the shape alone and every element of C adds
+// copied to row blocks where A's rows are long), then the product is cut into row blocks, each
+// across all panels; a thread claims one at a time.  The cuts depend on the shape alone and every element of C adds
 // its K terms in order (packed_gemm.h: panel_gemm), so results are bit-identical at any thread
 // count.
 #pragma once
@@ -24,6 +24,9 @@
 #include "threading.h"
 
 namespace fusedrnn::cpu::FUSEDRNN_ISA::packed {
+
+// Rows of A (with TA) up to this long are read in place by the tiles (sequence_gemm_panels).
+inline constexpr int64_t kInPlaceRowBytes = 1024;
 
 template <typename T, bool TA, int NR>
 void sequence_gemm_panels(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
@@ -52,7 +55,12 @@ void sequence_gemm_panels(int64_t M, int64_t N, int64_t K, const T* A, int64_t l
   // panel (dx and dW_ih of a model with few features) costs its width rounded up to NB, not NR.
   const bool ragged = N % NR != 0;
   const int full = NR / S::NB, last_blocks = ragged ? static_cast<int>((N % NR + S::NB - 1) / S::NB) : full;
-  Buffer<T> panels(kmax * npan * NR, "packed products"), rows_t(TA ? kmax * M : 0, "packed products"),
+  // With TA, op(A)'s rows are copied to the row blocks (below) unless A's rows are at most
+  // kInPlaceRowBytes long: then the tiles read them in place, a row a k (measured at 1 KiB rows,
+  // LSTM H = 64 and GRU H = 64 training, AVX-512 and AVX2, builds alternated: 2-5% faster
+  // than with the copy; at 2 KiB, LSTM H = 128, float and double, 2-5% slower).
+  const bool copy_a = TA && lda * static_cast<int64_t>(sizeof(T)) > kInPlaceRowBytes;
+  Buffer<T> panels(kmax * npan * NR, "packed products"), rows_t(copy_a ? kmax * M : 0, "packed products"),
       last(ragged ? M * NR : 0, "packed products");
 
   const int nt = 2.0 * M * N * K < fusedrnn::kSplitFlops ? 1 : fusedrnn::threads_now();
@@ -60,11 +68,11 @@ void sequence_gemm_panels(int64_t M, int64_t N, int64_t K, const T* A, int64_t l
     if (k0 > 0) fusedrnn::throw_if_interrupted(/*before_long_work=*/true);
     const int64_t kc = std::min(KO, K - k0);
     T* pk = panels.data();
-    // Packing: units 0..npan-1 pack a panel of B each; with TA, the next units copy 64 rows
-    // of A each (read whole, in order) into the row blocks' [kc, rows] buffers: read in place,
-    // op(A)'s rows lie lda apart (a page apart for a large layer) and the tiles stall on the
-    // loads.
-    const int64_t a_units = TA ? (kc + 63) / 64 : 0;
+    // Packing: units 0..npan-1 pack a panel of B each; with copy_a, the next units copy 64
+    // rows of A each (read whole, in order) into the row blocks' [kc, rows] buffers: read in
+    // place, op(A)'s rows lie lda apart (a page apart for a large layer) and the tiles stall on
+    // the loads.
+    const int64_t a_units = copy_a ? (kc + 63) / 64 : 0;
     auto pack = [&](int64_t u) noexcept {
       if (u < npan) return pack_cols<T, NR>(B + k0 * ldb, ldb, kc, N, u * NR, pk + u * kc * NR);
       const int64_t e = std::min(kc, (u - npan + 1) * 64);
@@ -79,8 +87,8 @@ void sequence_gemm_panels(int64_t M, int64_t N, int64_t K, const T* A, int64_t l
     // Row block rb across every panel.
     auto block = [&](int64_t rb) noexcept {
       const int64_t r0 = rb * MB, rows = std::min(MB, M - r0);
-      const T* a = TA ? rows_t.data() + r0 * kc : A + a_index<TA>(lda, r0, k0);
-      const int64_t la = TA ? rows : lda;
+      const T* a = copy_a ? rows_t.data() + r0 * kc : A + a_index<TA>(lda, r0, k0);
+      const int64_t la = copy_a ? rows : lda;
       for (int64_t p = 0; p < npan; ++p) {
         const bool in_last = ragged && p == npan - 1;
         T* c = in_last ? last.data() + r0 * NR : C + r0 * ldc + p * NR;
