@@ -11,8 +11,10 @@
 //   takes over what is left of a slower thread's share at every step (PanelClaims).
 // * Backward splits dh by units the same way: a thread turns its units' dh into their gate
 //   gradients, a barrier publishes the step's gate gradients, and each thread multiplies them
-//   by its own columns of W_hh.  Gate gradients are double-buffered by step parity, so the next
-//   step's elementwise pass can start while the other thread still reads the previous one.
+//   by its own columns of W_hh.  Consecutive steps' gate gradients lie in different rows (the
+//   whole-sequence buffer's, or buffers of the step's parity where rows are at different time
+//   indices), so the next step's elementwise pass can start while the other thread still reads
+//   the previous one.
 // * The input projection is computed by the same packed kernel in chunks of steps inside the
 //   parallel region (no BLAS threads compete with the loop); dx and the whole-sequence weight
 //   gradients after the loop run on the same packed kernel (packed_products.h).
@@ -483,9 +485,11 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
   if (proj) zero_padding(q, dht.data(), P);
   zero_row(a.db_ih, GH);
   zero_row(a.db_hh, GH);
+  const bool uniform = q.time_uniform();
   packed::Buffer<T> whh(nhp * GH * U, "packed recurrent weights"),
-      whr(proj ? npan * P * U : 0, "packed projection weights"), step0(B * GH, "step gradients"),
-      step1(B * GH, "step gradients"), dtot_rows(proj ? B * ldh : 0, "step gradients"),
+      whr(proj ? npan * P * U : 0, "packed projection weights"),
+      step0(uniform ? 0 : B * GH, "step gradients"), step1(uniform ? 0 : B * GH, "step gradients"),
+      dtot_rows(proj ? B * ldh : 0, "step gradients"),
       dcore(proj ? B * ldu : 0, "step gradients");
   std::vector<T> dh(B * ldh, T(0)), dh_next(B * ldh, T(0)), dc, dc_next;
   for (int64_t b = 0; b < B; ++b) copy_row(dh.data() + b * ldh, a.dh_n + b * P, P);
@@ -533,7 +537,10 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
     T* dcn = Cell::kHasCell ? dc_next.data() : nullptr;
 
     for (int64_t s = q.T - 1; s >= 0; --s) {
-      T* step = (s & 1) ? step1.data() : step0.data();
+      // The step's gate gradients for dh = dG W_hh: where every row is at the same time index,
+      // the rows of dgh themselves (those of finished rows are its zero padding); otherwise
+      // gathered into a buffer of the step's parity.
+      T* step = uniform ? dgh + q.time_at_step(s) * B * GH : (s & 1) ? step1.data() : step0.data();
       if (proj) {
         // The gradient reaching h' (own columns), kept for dW_hr; then d hcore (own units).
         for (int64_t b = 0; b < B; ++b) {
@@ -559,7 +566,8 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
           if (t < 0) {  // finished rows pass their state gradient through untouched
             if (!proj) copy_row(dhn + b * ldh + j0, dhc + b * ldh + j0, nj);
             if constexpr (Cell::kHasCell) copy_row(dcn + b * H + j0, dcc + b * H + j0, nj);
-            for (int64_t g = 0; g < G; ++g) zero_row(srow + g * H + j0, nj);
+            if (!uniform)
+              for (int64_t g = 0; g < G; ++g) zero_row(srow + g * H + j0, nj);
             continue;
           }
           const int64_t r = t * B + b;
@@ -576,7 +584,7 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
                             Cell::kHasCell ? dcn + b * H + j0 : nullptr);
           for (int64_t g = 0; g < G; ++g) {
             const int64_t o = g * H + j0;
-            copy_row(srow + o, dgh + r * GH + o, nj);
+            if (!uniform) copy_row(srow + o, dgh + r * GH + o, nj);
             // Bias gradients are column sums of the gate gradients: each thread sums its own.
             add_row(a.db_ih + o, dgi.data() + r * GH + o, nj);
             if constexpr (Cell::kSeparateDgh) add_row(a.db_hh + o, dgh + r * GH + o, nj);
