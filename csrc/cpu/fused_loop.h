@@ -582,6 +582,14 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
                             Cell::kHasCell ? dcc + b * H + j0 : nullptr, dgi.data() + r * GH + j0,
                             dgh + r * GH + j0, proj ? nullptr : dhn + b * ldh + j0,
                             Cell::kHasCell ? dcn + b * H + j0 : nullptr);
+          // The workspace segments this row's units read at the next step, asked into L2 now:
+          // a training forward's workspace is read back in reverse, long after it left the
+          // caches (LSTM (16, 251, 64, 64) training, one thread, builds alternated: 3-4% faster
+          // on AVX-512 and on AVX2, 1-2% at (32, 100, 256, 256)).  Asking for the next step's
+          // gate-gradient rows for writing as well changed nothing measurable.
+          if (const int64_t tp = s > 0 ? q.time_of(s - 1, b) : -1; tp >= 0)
+            for (int64_t g = 0; g < Cell::kBackwardReads; ++g)
+              simd::prefetch_read(a.ws + (tp * B + b) * W + g * H + j0, nj);
           for (int64_t g = 0; g < G; ++g) {
             const int64_t o = g * H + j0;
             if (!uniform) copy_row(srow + o, dgh + r * GH + o, nj);

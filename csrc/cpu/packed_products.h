@@ -7,9 +7,9 @@
 //
 // K goes in chunks of whole kernel slices.  Per chunk, B is packed into column panels (and A^T
 // copied to row blocks where A's rows are long), then the product is cut into row blocks, each
-// across all panels; a thread claims one at a time.  The cuts depend on the shape alone and every element of C adds
-// its K terms in order (packed_gemm.h: panel_gemm), so results are bit-identical at any thread
-// count.
+// across all panels; a thread claims one at a time.  The cuts depend on the shape alone and every
+// element of C adds its K terms in order (packed_gemm.h: panel_gemm), so results are bit-identical
+// at any thread count.
 #pragma once
 
 #include "simd.h"

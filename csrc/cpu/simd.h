@@ -149,12 +149,16 @@ inline void prefetch_l2(const void* p) {
 #endif
 }
 
-// Asks for the cache lines of p[0:n] for writing: rows a time loop will write at its next
-// step, so that their stores do not stall on fetching the lines then.
-template <typename T>
-inline void prefetch_write(const T* p, int64_t n) {
-  for (int64_t i = 0; i < n; i += 64 / static_cast<int64_t>(sizeof(T))) prefetch_l2<true>(p + i);
+// Asks for the cache lines of p[0:n] into L2, for writing (rows a time loop will write at its
+// next step, so that their stores do not stall on fetching the lines then) or for reading.
+template <bool Write = false, typename T>
+inline void prefetch_row(const T* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 64 / static_cast<int64_t>(sizeof(T))) prefetch_l2<Write>(p + i);
 }
+template <typename T>
+inline void prefetch_write(const T* p, int64_t n) { prefetch_row<true>(p, n); }
+template <typename T>
+inline void prefetch_read(const T* p, int64_t n) { prefetch_row<false>(p, n); }
 
 // Moves Size bytes (a constant: one load and one store) if rest has that bit.
 template <int Size>

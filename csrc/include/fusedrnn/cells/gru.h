@@ -26,6 +26,7 @@ struct Layout {
   static constexpr bool kHasCell = false;
   static constexpr bool kSeparateDgh = true;  // n's W_hh rows see r * dn, its W_ih rows dn
   static constexpr bool kDirectPath = true;   // h' = ... + z * h
+  static constexpr int64_t kBackwardReads = 5;  // workspace segments of H the backward reads: r z n hn h_prev
   int64_t H;
   FUSEDRNN_HD int64_t width() const { return ws_width(H); }
   FUSEDRNN_HD int64_t off_hprev() const { return gru::off_hprev(H); }

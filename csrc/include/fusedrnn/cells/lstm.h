@@ -30,6 +30,7 @@ struct Layout {
   static constexpr bool kHasCell = true;       // the cell state c
   static constexpr bool kSeparateDgh = false;  // W_hh's gate-gradient rows are W_ih's
   static constexpr bool kDirectPath = false;   // h reaches h' only through the gates
+  static constexpr int64_t kBackwardReads = 5;  // workspace segments of H the backward reads: i f g o c_prev
   int64_t H, P;
   bool proj;
   FUSEDRNN_HD int64_t width() const { return ws_width(H, P, proj); }

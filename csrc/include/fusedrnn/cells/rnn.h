@@ -22,6 +22,7 @@ struct Layout {
   static constexpr bool kHasCell = false;
   static constexpr bool kSeparateDgh = false;
   static constexpr bool kDirectPath = false;  // h reaches h' only through the gates
+  static constexpr int64_t kBackwardReads = 1;  // workspace segments of H the backward reads: h'
   int64_t H;
   FUSEDRNN_HD int64_t width() const { return ws_width(H); }
   FUSEDRNN_HD int64_t off_hprev() const { return rnn::off_hprev(H); }
