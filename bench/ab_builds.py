@@ -6,8 +6,8 @@ DIR_A and DIR_B are directories that each hold a ``fusedrnn`` package (for insta
 ``pip install --target`` outputs of different commits).  One long-lived process per build runs
 the same layer (same seed, same input); the parent asks each for CALLS timed calls in turn,
 ROUNDS times, alternating which goes first, so both builds see the same minutes of a shared,
-noisy machine.  MODE is ``fwd`` (inference) or ``fwdbwd`` (a training forward and backward).
-Prints the median and fastest call of each and their ratios A/B (above 1: B is faster).
+noisy machine.  The children run with the contention guard off (see _CHILD).  MODE is ``fwd``
+(inference) or ``fwdbwd`` (a training forward and backward).  Prints the median and fastest call of each and their ratios A/B (above 1: B is faster).
 """
 
 import os
@@ -27,6 +27,9 @@ cell, B, T, I, H, mode, isa, threads, calls, dtype = sys.argv[1:11]
 B, T, I, H, calls = int(B), int(T), int(I), int(H), int(calls)
 _core.set_isa(isa)
 fusedrnn.set_num_threads(int(threads))
+# Each turn starts with this build's threads asleep while the other build's may still spin: the
+# contention guard would read that as a busy machine and run on one thread for seconds.
+_core.set_contention_guard(False)
 x = np.random.default_rng(0).standard_normal((T, B, I)).astype(dtype)
 layer = {"lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU, "rnn": fusedrnn.RNN}[cell](I, H, dtype=dtype, seed=1)
 if mode == "fwd":

@@ -454,6 +454,14 @@ struct PackedProducts {
                    T* C, int64_t ldc) {
     packed::sequence_gemm<T, TA>(M, N, K, A, lda, B, ldb, C, ldc);
   }
+  // Both products in one pass: A is copied once per chunk for the two (packed_products.h).
+  template <typename T>
+  static void gemm_pair_at(int64_t M, int64_t K, const T* A, int64_t lda, const T* B1, int64_t ldb1,
+                           int64_t N1, T* C1, int64_t ldc1, const T* B2, int64_t ldb2, int64_t N2, T* C2,
+                           int64_t ldc2) {
+    const packed::Operand<T> ops[2] = {{B1, ldb1, N1, C1, ldc1}, {B2, ldb2, N2, C2, ldc2}};
+    packed::sequence_products<T, true>(M, K, A, lda, ops, 2);
+  }
 };
 
 // NR: units per panel (columns of W_hh, and of W_hr with a projection); see fused_backward.

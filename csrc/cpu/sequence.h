@@ -178,6 +178,15 @@ struct BlasProducts {
                    T* C, int64_t ldc) {
     blas::gemm<T>(TA, false, M, N, K, T(1), A, lda, B, ldb, T(0), C, ldc);
   }
+  // C1 = A^T B1 and C2 = A^T B2 (dW_ih and dW_hh of a cell whose two gate-gradient arrays are one).
+  template <typename T>
+  static void gemm_pair_at(int64_t M, int64_t K, const T* A, int64_t lda, const T* B1, int64_t ldb1,
+                           int64_t N1, T* C1, int64_t ldc1, const T* B2, int64_t ldb2, int64_t N2, T* C2,
+                           int64_t ldc2) {
+    gemm<T, true>(M, N1, K, A, lda, B1, ldb1, C1, ldc1);
+    throw_if_interrupted(/*before_long_work=*/true);
+    gemm<T, true>(M, N2, K, A, lda, B2, ldb2, C2, ldc2);
+  }
 };
 
 // After the time loop: dx (unless a.dx is null) and the weight and bias gradients as single
@@ -207,9 +216,14 @@ void whole_sequence_gradients(const Seq& q, const Cell& cell, const Weights<T>& 
     x = x_clean.data();
   }
   throw_if_interrupted(/*before_long_work=*/true);
-  Products::template gemm<T, true>(GH, I, TB, dgi, GH, x, I, a.dw_ih, I);
-  throw_if_interrupted(/*before_long_work=*/true);
-  Products::template gemm<T, true>(GH, q.P, TB, dgh, GH, a.ws + cell.off_hprev(), W, a.dw_hh, q.P);
+  if (dgi == dgh) {  // one pass over the gate gradients for both
+    Products::template gemm_pair_at<T>(GH, TB, dgi, GH, x, I, I, a.dw_ih, I, a.ws + cell.off_hprev(), W, q.P,
+                                       a.dw_hh, q.P);
+  } else {
+    Products::template gemm<T, true>(GH, I, TB, dgi, GH, x, I, a.dw_ih, I);
+    throw_if_interrupted(/*before_long_work=*/true);
+    Products::template gemm<T, true>(GH, q.P, TB, dgh, GH, a.ws + cell.off_hprev(), W, a.dw_hh, q.P);
+  }
   if (!bias_done) {
     column_sums(dgi, TB, GH, a.db_ih);
     column_sums(dgh, TB, GH, a.db_hh);
