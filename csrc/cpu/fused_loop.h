@@ -122,9 +122,9 @@ struct LoopControl {
   // another thread of the team it also waits for that thread's whole share.  A wait beyond
   // the expected one plus half its own work counts as a stall (threading.h).
   void finish(int threads) {
-    const int64_t region = fusedrnn::now_ns() - start, work = region - waited;
+    const int64_t work = fusedrnn::now_ns() - start - waited;
     const int64_t expected = own > 0 ? work * (most - own) / own : 0;
-    fusedrnn::report_region(threads, expected + work / 2, waited, region);
+    fusedrnn::report_region(threads, expected + work / 2, waited);
     if (stop_step.load() >= 0) throw fusedrnn::Interrupted();
   }
 };

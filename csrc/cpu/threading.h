@@ -59,13 +59,11 @@ void parallel_for(int64_t n, int threads, IndexBody body, void* ctx);
 // end.  Each parallel region reports how long its calling thread worked and how long it
 // waited; a wait far beyond the work marks the cores as contended, and the kernels then run
 // on one thread for a while (doubling up to a few seconds while it lasts) before trying
-// threads again.  Such waits must cost a good share of the regions' time (threading.cc), not
-// happen once.
+// threads again.  Such waits must come again within a few regions (threading.cc), not once.
 int threads_now();  // num_threads(), or 1 while the cores are contended
-// A region of `threads` threads (> 1), `region_ns` long, in which the calling thread waited
-// `wait_ns` for the others where a wait of `work_ns` was to be expected (the region's own work,
-// for the pool).
-void report_region(int threads, int64_t work_ns, int64_t wait_ns, int64_t region_ns);
+// A region of `threads` threads (> 1) in which the calling thread waited `wait_ns` for the
+// others where a wait of `work_ns` was to be expected (the region's own work, for the pool).
+void report_region(int threads, int64_t work_ns, int64_t wait_ns);
 int64_t now_ns();   // monotonic clock
 // One pause in a spin-wait loop, on every architecture (x86 PAUSE, Arm YIELD, else nothing);
 // after a while of spinning, std::this_thread::yield() (not the POSIX sched_yield).
