@@ -7,7 +7,8 @@ DIR_A and DIR_B are directories that each hold a ``fusedrnn`` package (for insta
 the same layer (same seed, same input); the parent asks each for CALLS timed calls in turn,
 ROUNDS times, alternating which goes first, so both builds see the same minutes of a shared,
 noisy machine.  The children run with the contention guard off (see _CHILD).  MODE is ``fwd``
-(inference) or ``fwdbwd`` (a training forward and backward).  Prints the median and fastest call of each and their ratios A/B (above 1: B is faster).
+(inference) or ``fwdbwd`` (a training forward and backward).  Prints the median and fastest
+call of each and their ratios A/B (above 1: B is faster).
 """
 
 import os
