@@ -182,6 +182,44 @@ def test_nan_is_a_validation_failure(tmp_path, monkeypatch):
     assert entry["worst"] == "out" and "non-finite" in entry["error"]
 
 
+def test_guard_fallbacks_are_reported(tmp_path, monkeypatch, capsys):
+    # The contention guard's fallback counter moves by 2 while the first case is timed: that case
+    # says so under its rows and in its JSON and CSV entries; the next, where it stays, says nothing.
+    from fusedrnn import _core
+
+    real_stats, real_timing = _core.contention_stats, timing.time_contenders
+    state = {"extra": 0, "cases": 0}
+
+    def stats():  # the real counters, but never a spell left over from another test
+        s = dict(real_stats())
+        s["fallbacks"] += state["extra"]
+        s["contended"] = False
+        return s
+
+    def time_contenders(contenders, settings):
+        samples = real_timing(contenders, settings)
+        state["cases"] += 1
+        if state["cases"] == 1:  # two fallbacks while the first case was timed
+            state["extra"] += 2
+        return samples
+
+    monkeypatch.setattr(timing._core, "contention_stats", stats)
+    monkeypatch.setattr(timing, "time_contenders", time_contenders)
+    js, cs = tmp_path / "out.json", tmp_path / "out.csv"
+    code = main(["bench", "--cell", "rnn", "-B", "2", "-T", "3", "-H", "4", "--contenders", "fusedrnn,numpy",
+                 "--json", str(js), "--csv", str(cs), *FAST])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert printed.count("fell back to one thread") == 1
+    assert "fell back to one thread 2 times" in printed
+    fwd, fwdbwd = json.loads(js.read_text())["cases"]
+    assert fwd["results"]["fusedrnn"]["guard_fallbacks"] == 2
+    assert fwdbwd["results"]["fusedrnn"]["guard_fallbacks"] == 0
+    assert "guard_fallbacks" not in fwd["results"]["numpy"]
+    _, rows = _csv_rows(cs)
+    assert [r["guard_fallbacks"] for r in rows] == ["2", "", "0", ""]
+
+
 def test_slow_numpy_is_skipped(tmp_path):
     js = tmp_path / "out.json"
     code = main(["bench", "--cell", "rnn", "-B", "2", "-T", "3", "-H", "4", "--mode", "fwd",

@@ -217,6 +217,11 @@ class Table:
         if load is not None and load > NOISY_LOAD:
             print(indent + f"note: other processes took {load:.0%} of the CPU time during this case; "
                   "its timings are unreliable", file=self.out)
+        falls = result["results"].get("fusedrnn", {}).get("guard_fallbacks")
+        if falls:
+            print(indent + f"note: fusedrnn's kernels fell back to one thread {falls} time{'s' * (falls > 1)} "
+                  "during this case (the cores looked busy: other processes, or a VM's lost time); its "
+                  "calls mix one- and multi-thread times, so read its ratios with care", file=self.out)
         self.out.flush()
 
 
@@ -242,7 +247,7 @@ def _jsonable(value):
 
 
 RESULT_FIELDS = ("status", "median_ms", "q1_ms", "q3_ms", "iqr_ms", "min_ms", "calls", "gflops",
-                 "speedup", "peak_bytes")
+                 "speedup", "peak_bytes", "guard_fallbacks")
 CSV_FIELDS = ("cell", "B", "T", "I", "H", "layers", "bidirectional", "dtype", "mode", "flops",
               "validation", "validation_max_error", "contender") + RESULT_FIELDS
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .. import _core
 from . import contenders as _contenders
 from .cases import Case, Inputs, make_inputs
 from .validation import validate
@@ -295,7 +296,8 @@ def run_case(case: Case, settings: Settings) -> dict:
     contender a status ('ok', 'skipped (slow)', 'not timed (validation failed)', 'excluded: ...'
     for a case it cannot run, 'unavailable: ...' for settings.unavailable) with, when
     timed, median_ms, q1_ms, q3_ms, iqr_ms, min_ms, calls, gflops, speedup (the contender's
-    median over fusedrnn's: how many times faster fusedrnn is) and peak_bytes; other_load, the
+    median over fusedrnn's: how many times faster fusedrnn is) and peak_bytes, and for fusedrnn
+    guard_fallbacks (how often its kernels fell back to one thread meanwhile); other_load, the
     fraction of the machine's CPU time other processes took while the case ran (None if unknown).
     """
     started = time.perf_counter()
@@ -330,10 +332,17 @@ def run_case(case: Case, settings: Settings) -> dict:
                 continue
         contenders[name] = _contenders.make(name, case, inputs)
 
+    # fusedrnn's kernels drop to one thread for a while when they find the cores taken (the
+    # contention guard, threading.h): a case timed through such a spell mixes one- and
+    # multi-thread calls.  Counted: the spells begun while timing, and one already running then.
+    guard = _core.contention_stats()
     samples = time_contenders(contenders, settings) if contenders else {}
     for name, times in samples.items():
         entry = {"status": "ok", **statistics(times)}
         entry["gflops"] = case.flops / (entry["median_ms"] * 1e-3) / 1e9
+        if name == "fusedrnn":
+            entry["guard_fallbacks"] = (_core.contention_stats()["fallbacks"] - guard["fallbacks"]
+                                        + int(guard["contended"]))
         result["results"][name] = entry
     ours = result["results"].get("fusedrnn", {}).get("median_ms")
     for entry in result["results"].values():
