@@ -91,7 +91,7 @@ inline void sum_row(T* __restrict dst, const T* a, const T* b, int64_t n) {
 template <typename T>
 packed::Buffer<T> state_rows(int64_t n, const char* purpose) {
   packed::Buffer<T> b(static_cast<size_t>(n), purpose);
-  std::fill_n(b.data(), n, T(0));
+  b.zero();
   return b;
 }
 
@@ -289,7 +289,7 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
   T* const bih_pad = bias_pad.data();
   T* const bhh_pad = tails ? bias_pad.data() + G * H + V : nullptr;
   if (tails) {
-    std::fill(bias_pad.data(), bias_pad.data() + bias_pad.size(), T(0));
+    bias_pad.zero();
     std::copy(w.b_ih, w.b_ih + G * H, bih_pad);
     std::copy(w.b_hh, w.b_hh + G * H, bhh_pad);
     // A narrower last panel's products fill only the first last_nr columns of its slot; the

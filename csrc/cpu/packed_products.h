@@ -40,14 +40,10 @@ struct Operand {
 };
 
 // A run of panels of nr columns (16, 32, 48 or 64; with_width<64>(nr, f) hands f the constant):
-// the products' columns are cut into such runs.
+// the products' columns are cut into such runs, each an operand or the columns of one it covers.
 template <typename T>
-struct PanelRun {
+struct PanelRun : Operand<T> {
   int nr;
-  const T* B;
-  int64_t ldb, N;
-  T* C;
-  int64_t ldc;
   int64_t npan = 0, first_unit = 0;  // its panels, and its first packing unit in a chunk
   T* pk = nullptr;                   // its packed panels (the chunk's)
   T* last = nullptr;                 // sums of its last panel, where N is not whole panels
@@ -77,12 +73,12 @@ void sequence_products(int64_t M, int64_t K, const T* A, int64_t lda, const Oper
     }
     const int64_t wide = op.N / 64 * 64, rest = op.N - wide;
     if (rest == 0 || rest > 48) {
-      runs.push_back({64, op.B, op.ldb, op.N, op.C, op.ldc});
+      runs.push_back({op, 64});
       continue;
     }
-    if (wide > 0) runs.push_back({64, op.B, op.ldb, wide, op.C, op.ldc});
+    if (wide > 0) runs.push_back({{op.B, op.ldb, wide, op.C, op.ldc}, 64});
     with_width<64>(rest, [&](auto w) {
-      runs.push_back({decltype(w)::value, op.B + wide, op.ldb, rest, op.C + wide, op.ldc});
+      runs.push_back({{op.B + wide, op.ldb, rest, op.C + wide, op.ldc}, decltype(w)::value});
     });
   }
   if (runs.empty()) return;
