@@ -64,9 +64,11 @@ template <typename T, bool TA>
 void sequence_products(int64_t M, int64_t K, const T* A, int64_t lda, const Operand<T>* ops, int nops) {
   if (M <= 0) return;
   std::vector<PanelRun<T>> runs;
+  double flops = 0;  // of all the products
   for (int o = 0; o < nops; ++o) {
     const Operand<T>& op = ops[o];
     if (op.N <= 0) continue;
+    flops += 2.0 * M * op.N * K;
     if (K <= 0) {
       for (int64_t i = 0; i < M; ++i) std::fill(op.C + i * op.ldc, op.C + i * op.ldc + op.N, T(0));
       continue;
@@ -97,8 +99,17 @@ void sequence_products(int64_t M, int64_t K, const T* A, int64_t lda, const Oper
   });
   const int64_t kd = std::min<int64_t>(K, KC);
   const int64_t fit = (96 << 10) / (MR * kd * static_cast<int64_t>(sizeof(T)));
-  const int64_t MB = MR * std::max<int64_t>(1, std::min(fit, M / (8 * MR)));
-  const int64_t nrb = (M + MB - 1) / MB;
+  const int64_t tiles = (M + MR - 1) / MR;  // row tiles of C
+  const int64_t per_block = std::max<int64_t>(1, std::min(fit, M / (8 * MR)));  // row tiles
+  const int nt = flops < fusedrnn::kSplitFlops ? 1 : fusedrnn::threads_now();
+  // Row blocks: as many as whole blocks of per_block tiles need, rounded up to a multiple of the
+  // threads, the tiles dealt out evenly (block rb: tiles [rb * tiles / nrb, (rb + 1) * tiles /
+  // nrb)), so that every thread gets the same rows.  Blocks of per_block tiles with a short last
+  // one left a thread idle at the end of every chunk of K (dW of an LSTM (32, 100, 256, 256):
+  // 11 blocks, the last of 64 rows, on 2 threads).  The blocks group rows, they do not change
+  // any element's sum.
+  const int64_t nrb = std::min(tiles, ((tiles + per_block - 1) / per_block + nt - 1) / nt * nt);
+  auto block_first = [&](int64_t rb) { return std::min(M, MR * (rb * tiles / nrb)); };
   const int64_t kmax = std::min(K, KO);
   // With TA, op(A)'s rows are copied to the row blocks (below) unless A's rows are at most
   // kInPlaceRowBytes long: then the tiles read them in place, a row a k (measured at 1 KiB rows,
@@ -108,14 +119,12 @@ void sequence_products(int64_t M, int64_t K, const T* A, int64_t lda, const Oper
   // A run's last panel, where its N is not a whole number of panels, is summed in `last` and
   // copied out, computed over only the blocks of NB columns that reach below N.
   int64_t units = 0, panel_elems = 0, last_elems = 0;
-  double flops = 0;
   for (PanelRun<T>& r : runs) {
     r.npan = (r.N + r.nr - 1) / r.nr;
     r.first_unit = units;
     units += r.npan;
     panel_elems += kmax * r.npan * r.nr;
     if (r.N % r.nr != 0) last_elems += M * r.nr;
-    flops += 2.0 * M * r.N * K;
   }
   Buffer<T> panels(panel_elems, "packed products"), rows_t(copy_a ? kmax * M : 0, "packed products"),
       lasts(last_elems, "packed products");
@@ -132,7 +141,6 @@ void sequence_products(int64_t M, int64_t K, const T* A, int64_t lda, const Oper
     }
   }
 
-  const int nt = flops < fusedrnn::kSplitFlops ? 1 : fusedrnn::threads_now();
   for (int64_t k0 = 0; k0 < K; k0 += KO) {
     if (k0 > 0) fusedrnn::throw_if_interrupted(/*before_long_work=*/true);
     const int64_t kc = std::min(KO, K - k0);
@@ -155,15 +163,15 @@ void sequence_products(int64_t M, int64_t K, const T* A, int64_t lda, const Oper
       const int64_t e = std::min(kc, (u - units + 1) * 64);
       for (int64_t k = (u - units) * 64; k < e; ++k) {
         const T* src = A + (k0 + k) * lda;
-        for (int64_t r0 = 0; r0 < M; r0 += MB) {
-          const int64_t rows = std::min(MB, M - r0);
+        for (int64_t rb = 0; rb < nrb; ++rb) {
+          const int64_t r0 = block_first(rb), rows = block_first(rb + 1) - r0;
           simd::copy_short(rows_t.data() + r0 * kc + k * rows, src + r0, rows);
         }
       }
     };
     // Row block rb across every panel of every run.
     auto block = [&](int64_t rb) noexcept {
-      const int64_t r0 = rb * MB, rows = std::min(MB, M - r0);
+      const int64_t r0 = block_first(rb), rows = block_first(rb + 1) - r0;
       const T* a = copy_a ? rows_t.data() + r0 * kc : A + a_index<TA>(lda, r0, k0);
       const int64_t la = copy_a ? rows : lda;
       for (const PanelRun<T>& r : runs)
