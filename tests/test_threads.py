@@ -234,7 +234,9 @@ def _run_cell(cell, dtype, threads, seed, lengths=None, reverse=False, proj=Fals
     rng = np.random.default_rng(seed)
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
     # per-step and whole-sequence products both split into blocks (>= 2 x 256 rows or columns);
-    # long: a small layer over many steps, whose weight gradients are split along time instead
+    # long: a small layer over many steps, whose weight gradients are split along time instead.
+    # The GRU's H = 176 is 3 backward panels of 64 units: one thread takes them, two take 6
+    # panels of 32 (fused_loop.h: fused_backward), so the widths are compared too.
     T, B, I, H = 9, 64, 56, {"lstm": 128, "gru": 176, "rnn": 512}[cell]
     if long:
         T, H = 40, 64
