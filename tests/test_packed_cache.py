@@ -53,6 +53,30 @@ def test_the_cache_is_reused_not_reread(rng, packed_isa):
     assert not np.array_equal(fresh[0], first[0])
 
 
+@pytest.mark.parametrize("fill_threads,use_threads", [(2, 1), (1, 2)])
+def test_the_cache_keeps_its_panel_width_when_the_threads_change(rng, packed_isa, fill_threads,
+                                                                  use_threads):
+    """An RNN with H = 192 takes forward panels of 64 units at one thread and of 32 at two
+    (fused_loop.h: narrow_rnn_panels).  A cache filled at one thread count is still used at the
+    other: the results show the weights it was filled from, as in the test above."""
+    case = make_case(rng, "rnn", 5, 8, 16, 192, np.float32)
+    other = dict(case, w_ih=case["w_ih"] * 0.5, w_hh=-case["w_hh"])
+    before = fusedrnn.get_num_threads()
+    _core.set_contention_guard(False)
+    try:
+        packed = ops.PackedWeights()
+        fusedrnn.set_num_threads(fill_threads)
+        first = run_forward(ops, "rnn", "tanh", case, packed=packed)
+        fusedrnn.set_num_threads(use_threads)
+        again = run_forward(ops, "rnn", "tanh", other, packed=packed)
+        fresh = run_forward(ops, "rnn", "tanh", other)
+    finally:
+        fusedrnn.set_num_threads(before)
+        _core.set_contention_guard(True)
+    np.testing.assert_array_equal(first[0], again[0])
+    assert not np.array_equal(fresh[0], first[0])
+
+
 def test_a_cache_of_another_layout_is_left_alone(rng, packed_isa):
     """The same cache handed to a layer of another shape or dtype: packed afresh, cache kept."""
     packed = ops.PackedWeights()

@@ -229,15 +229,16 @@ def test_l2_cache_bytes_matches_the_system():
 # --- results do not depend on the thread count ----------------------------------------------
 
 def _run_cell(cell, dtype, threads, seed, lengths=None, reverse=False, proj=False, activation="tanh",
-              long=False):
+              long=False, hidden=None):
     """Forward and every gradient of one training step at `threads` threads."""
     rng = np.random.default_rng(seed)
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
     # per-step and whole-sequence products both split into blocks (>= 2 x 256 rows or columns);
     # long: a small layer over many steps, whose weight gradients are split along time instead.
     # The GRU's H = 176 is 3 backward panels of 64 units: one thread takes them, two take 6
-    # panels of 32 (fused_loop.h: fused_backward), so the widths are compared too.
-    T, B, I, H = 9, 64, 56, {"lstm": 128, "gru": 176, "rnn": 512}[cell]
+    # panels of 32 (fused_loop.h: fused_backward), so the widths are compared too; so is the
+    # RNN forward's panel width with hidden=192 (64 units at one thread, 32 at two).
+    T, B, I, H = 9, 64, 56, hidden or {"lstm": 128, "gru": 176, "rnn": 512}[cell]
     if long:
         T, H = 40, 64
     P = 48 if proj else H
@@ -272,7 +273,7 @@ def _run_cell(cell, dtype, threads, seed, lengths=None, reverse=False, proj=Fals
 
 
 _CELLS = [("lstm", {}), ("lstm", {"proj": True}), ("lstm", {"activation": "relu"}), ("gru", {}),
-          ("rnn", {}), ("rnn", {"activation": "relu"})]
+          ("rnn", {}), ("rnn", {"activation": "relu"}), ("rnn", {"hidden": 192})]
 
 
 @pytest.fixture

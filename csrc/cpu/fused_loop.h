@@ -148,6 +148,20 @@ inline void share(int64_t n, int tid, int nt, int64_t& begin, int64_t& end) {
   end = n * (tid + 1) / nt;
 }
 
+// Whether panels of nr units split n units (or columns) over `threads` threads within 12.5% of
+// an even split.  The loops give each thread a contiguous share of whole panels (the forward
+// then lets threads take over others' panels, whole panels too).
+inline bool panels_balanced(int64_t n, int nr, int threads) {
+  const int64_t np = (n + nr - 1) / nr;
+  int64_t most = 0;
+  for (int t = 0; t < threads; ++t) {
+    int64_t b, e;
+    share(np, t, threads, b, e);
+    most = std::max(most, std::min(n, e * nr) - std::min(n, b * nr));
+  }
+  return most * 8 <= (n + threads - 1) / threads * 9;
+}
+
 // The panels of a step, claimed one at a time: each thread runs its own share first (its
 // weights are likely still in its cache), then helps with what is left of the others' shares,
 // so a thread slowed down (another process on its core) no longer holds the team up at every
@@ -198,15 +212,28 @@ inline int threads_for(int64_t flops, int64_t blocks) {
   return nt;
 }
 
+// Units per forward panel: 16 of a gated cell, 64 of an RNN (kForwardUnits), or 32 of an RNN
+// where 64 would split H unevenly over the threads and 32 does not (narrow_rnn_panels).  A
+// step's panels go to threads whole, so at 2 threads an RNN with H = 192 in 3 panels of 64 ran
+// one thread's 128 units against the other's 64 (RNN (32, 50, 64, 192) inference, builds
+// alternated: 14% faster in 6 panels of 32).  Panels of 32 everywhere made H = 256 and 512 4-6%
+// slower.  Results are the same either way.
+template <class Cell>
+inline constexpr int64_t kForwardUnits = Cell::kGates == 1 ? 64 : 16;
+inline bool narrow_rnn_panels(int64_t H) {
+  const int threads = fusedrnn::threads_now();
+  return !panels_balanced(H, 64, threads) && panels_balanced(H, 32, threads);
+}
+
 // Forward panels: U hidden units, all G gates of each (NR = G * U columns).  The last panel,
 // where H is not a whole number of panels, may be a narrower one: 16, 32 or 48 columns, of u
 // units of each gate, where G divides that width and u covers the units left (an LSTM with
 // H = 100: 6 panels of 16 units and one of 4, 16 columns instead of 64).  Gate k of unit i of
 // a panel sits in column k * u + i either way; only u differs.
-template <class Cell>
+template <class Cell, int64_t Units>
 struct ForwardLayout {
   static constexpr int64_t G = Cell::kGates;
-  static constexpr int64_t U = G == 1 ? 64 : 16;  // hidden units per panel
+  static constexpr int64_t U = Units;  // hidden units per panel
   static constexpr int NR = static_cast<int>(G * U);  // columns per panel
   // Whether a narrower panel exists for this G (not for the GRU's 3 gates), and the columns of
   // the last panel, holding `left` units.
@@ -222,9 +249,10 @@ struct ForwardLayout {
 // With the LSTM projection (w_hr) the cell's output hcore is projected to h = hcore W_hr^T: a
 // second barrier per step publishes hcore, then each thread projects its own panels of 64 of
 // the P columns of h.
-template <typename T, class Cell, bool Training>
+// Units: per panel (kForwardUnits, narrow_rnn_panels).
+template <typename T, class Cell, bool Training, int64_t Units>
 void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const ForwardArgs<T>& a) {
-  using L = ForwardLayout<Cell>;
+  using L = ForwardLayout<Cell, Units>;
   constexpr int64_t G = L::G, U = L::U;
   constexpr int NR = L::NR, NP = 64;
   const int64_t B = q.B, H = q.H, I = q.I, P = q.P, W = cell.width();
@@ -651,19 +679,6 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
     // dW_hr = sum over steps of dh'^T hcore
     PackedProducts::gemm<T, true>(P, H, TB, dht.data(), P, a.ws + cell.off_hcore(), W, a.dw_hr, H);
   }
-}
-
-// Whether panels of nr units split n units (or columns) over `threads` threads within 12.5% of
-// an even split (fused_backward_panels gives each thread a contiguous share of whole panels).
-inline bool panels_balanced(int64_t n, int nr, int threads) {
-  const int64_t np = (n + nr - 1) / nr;
-  int64_t most = 0;
-  for (int t = 0; t < threads; ++t) {
-    int64_t b, e;
-    share(np, t, threads, b, e);
-    most = std::max(most, std::min(n, e * nr) - std::min(n, b * nr));
-  }
-  return most * 8 <= (n + threads - 1) / threads * 9;
 }
 
 // Panels of 64 units, or of 32 where H is small enough that 64 would leave a thread without

@@ -32,6 +32,8 @@ struct PackedCache {
   mem::Array<unsigned char> wih, whh, whr;
 
   bool holds(const Key& k) const { return ready.load(std::memory_order_acquire) && key == k; }
+  // Units per panel of the layout it holds; 0 while empty.
+  int64_t units() const { return ready.load(std::memory_order_acquire) ? key[2] : 0; }
   size_t nbytes() const { return wih.size() + whh.size() + whr.size(); }
 };
 

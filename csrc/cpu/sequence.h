@@ -326,8 +326,19 @@ void forward_entry(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
                    bool training) {
 #if FUSEDRNN_PACKED_LOOP
   note_packed_loop();
-  if (training) fused_forward<T, Cell, true>(q, cell, w, a);
-  else fused_forward<T, Cell, false>(q, cell, w, a);
+  constexpr int64_t U = kForwardUnits<Cell>;
+  if constexpr (Cell::kGates == 1) {
+    // A filled cache keeps its width (the width only balances the threads; a call at another
+    // width would pack into scratch, as while the contention guard runs one thread).
+    const int64_t held = a.packed ? a.packed->units() : 0;
+    if (held > 0 ? held == U / 2 : narrow_rnn_panels(q.H)) {
+      if (training) fused_forward<T, Cell, true, U / 2>(q, cell, w, a);
+      else fused_forward<T, Cell, false, U / 2>(q, cell, w, a);
+      return;
+    }
+  }
+  if (training) fused_forward<T, Cell, true, U>(q, cell, w, a);
+  else fused_forward<T, Cell, false, U>(q, cell, w, a);
 #else
   if (training) run_forward<T, Cell, true>(q, cell, w, a);
   else run_forward<T, Cell, false>(q, cell, w, a);
