@@ -57,7 +57,7 @@ def test_the_cache_is_reused_not_reread(rng, packed_isa):
 def test_the_cache_keeps_its_panel_width_when_the_threads_change(rng, packed_isa, fill_threads,
                                                                   use_threads):
     """An RNN with H = 192 takes forward panels of 64 units at one thread and of 32 at two
-    (fused_loop.h: narrow_rnn_panels).  A cache filled at one thread count is still used at the
+    (sequence.h: forward_entry).  A cache filled at one thread count is still used at the
     other: the results show the weights it was filled from, as in the test above."""
     case = make_case(rng, "rnn", 5, 8, 16, 192, np.float32)
     other = dict(case, w_ih=case["w_ih"] * 0.5, w_hh=-case["w_hh"])

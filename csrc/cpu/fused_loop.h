@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <initializer_list>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -162,6 +163,18 @@ inline bool panels_balanced(int64_t n, int nr, int threads) {
   return most * 8 <= (n + threads - 1) / threads * 9;
 }
 
+// Whether panels of 32 split each of `sizes` evenly over the threads in use where panels of 64
+// do not (all of them).
+inline bool halve_panels(std::initializer_list<int64_t> sizes) {
+  const int threads = fusedrnn::threads_now();
+  bool wide = true, narrow = true;
+  for (int64_t n : sizes) {
+    wide = wide && panels_balanced(n, 64, threads);
+    narrow = narrow && panels_balanced(n, 32, threads);
+  }
+  return !wide && narrow;
+}
+
 // The panels of a step, claimed one at a time: each thread runs its own share first (its
 // weights are likely still in its cache), then helps with what is left of the others' shares,
 // so a thread slowed down (another process on its core) no longer holds the team up at every
@@ -212,18 +225,14 @@ inline int threads_for(int64_t flops, int64_t blocks) {
   return nt;
 }
 
-// Units per forward panel: 16 of a gated cell, 64 of an RNN (kForwardUnits), or 32 of an RNN
-// where 64 would split H unevenly over the threads and 32 does not (narrow_rnn_panels).  A
-// step's panels go to threads whole, so at 2 threads an RNN with H = 192 in 3 panels of 64 ran
-// one thread's 128 units against the other's 64 (RNN (32, 50, 64, 192) inference, builds
-// alternated: 14% faster in 6 panels of 32).  Panels of 32 everywhere made H = 256 and 512 4-6%
-// slower.  Results are the same either way.
+// Units per forward panel: 16 of a gated cell, 64 of an RNN, or 32 of an RNN where 64 would
+// split H unevenly over the threads and 32 does not (halve_panels; forward_entry in
+// sequence.h).  A step's panels go to threads whole, so at 2 threads an RNN with H = 192 in 3
+// panels of 64 ran one thread's 128 units against the other's 64 (RNN (32, 50, 64, 192)
+// inference, builds alternated: 14% faster in 6 panels of 32).  Panels of 32 everywhere made
+// H = 256 and 512 4-6% slower.  Results are the same either way.
 template <class Cell>
 inline constexpr int64_t kForwardUnits = Cell::kGates == 1 ? 64 : 16;
-inline bool narrow_rnn_panels(int64_t H) {
-  const int threads = fusedrnn::threads_now();
-  return !panels_balanced(H, 64, threads) && panels_balanced(H, 32, threads);
-}
 
 // Forward panels: U hidden units, all G gates of each (NR = G * U columns).  The last panel,
 // where H is not a whole number of panels, may be a narrower one: 16, 32 or 48 columns, of u
@@ -249,7 +258,7 @@ struct ForwardLayout {
 // With the LSTM projection (w_hr) the cell's output hcore is projected to h = hcore W_hr^T: a
 // second barrier per step publishes hcore, then each thread projects its own panels of 64 of
 // the P columns of h.
-// Units: per panel (kForwardUnits, narrow_rnn_panels).
+// Units: per panel (kForwardUnits).
 template <typename T, class Cell, bool Training, int64_t Units>
 void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const ForwardArgs<T>& a) {
   using L = ForwardLayout<Cell, Units>;
@@ -691,10 +700,7 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
 // how: every element is summed in the same order either way.
 template <typename T, class Cell>
 void fused_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const BackwardArgs<T>& a) {
-  const int threads = fusedrnn::threads_now();
-  const bool narrow = q.H <= 128 || (!(panels_balanced(q.H, 64, threads) && panels_balanced(q.P, 64, threads)) &&
-                                     panels_balanced(q.H, 32, threads) && panels_balanced(q.P, 32, threads));
-  if (narrow) fused_backward_panels<T, Cell, 32>(q, cell, w, a);
+  if (q.H <= 128 || halve_panels({q.H, q.P})) fused_backward_panels<T, Cell, 32>(q, cell, w, a);
   else fused_backward_panels<T, Cell, 64>(q, cell, w, a);
 }
 
