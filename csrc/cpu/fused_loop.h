@@ -163,10 +163,9 @@ inline bool panels_balanced(int64_t n, int nr, int threads) {
   return most * 8 <= (n + threads - 1) / threads * 9;
 }
 
-// Whether panels of 32 split each of `sizes` evenly over the threads in use where panels of 64
+// Whether panels of 32 split each of `sizes` evenly over `threads` threads where panels of 64
 // do not (all of them).
-inline bool halve_panels(std::initializer_list<int64_t> sizes) {
-  const int threads = fusedrnn::threads_now();
+inline bool halve_panels(int threads, std::initializer_list<int64_t> sizes) {
   bool wide = true, narrow = true;
   for (int64_t n : sizes) {
     wide = wide && panels_balanced(n, 64, threads);
@@ -217,20 +216,30 @@ class PanelClaims {
 
 // Threads worth using for a step of `flops`: below ~0.2 MFLOP a barrier costs more than it saves.
 // One while the cores are found contended (threading.h).
+inline int step_threads(int64_t flops) { return flops < 200000 ? 1 : fusedrnn::threads_now(); }
+// The products of one step of the loops: x and h by the weights forward, dG by W_hh backward,
+// and the projection's where there is one.
+inline int64_t forward_step_flops(const Seq& q, int64_t G, bool proj) {
+  return 2 * q.B * G * q.H * (q.P + q.I) + (proj ? 2 * q.B * q.P * q.H : 0);
+}
+inline int64_t backward_step_flops(const Seq& q, int64_t G, bool proj) {
+  return 2 * q.B * G * q.H * q.P + (proj ? 2 * q.B * q.P * q.H : 0);
+}
+// step_threads, and at most one per block.
 inline int threads_for(int64_t flops, int64_t blocks) {
-  const int want = fusedrnn::threads_now();
-  if (flops < 200000) return 1;
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, blocks)));
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(step_threads(flops), blocks)));
   if (nt > 1) fusedrnn::note_pool_started();
   return nt;
 }
 
 // Units per forward panel: 16 of a gated cell, 64 of an RNN, or 32 of an RNN where 64 would
-// split H unevenly over the threads and 32 does not (halve_panels; forward_entry in
-// sequence.h).  A step's panels go to threads whole, so at 2 threads an RNN with H = 192 in 3
-// panels of 64 ran one thread's 128 units against the other's 64 (RNN (32, 50, 64, 192)
-// inference, builds alternated: 14% faster in 6 panels of 32).  Panels of 32 everywhere made
-// H = 256 and 512 4-6% slower.  Results are the same either way.
+// split H unevenly over the threads a step runs on (step_threads) and 32 does not
+// (halve_panels; forward_entry in sequence.h).  A step's panels go to threads whole, so at 2
+// threads an RNN with H = 192 in 3 panels of 64 ran one thread's 128 units against the other's
+// 64 (RNN (32, 50, 64, 192) inference, builds alternated: 14% faster in 6 panels of 32).  Panels
+// of 32 everywhere made H = 256 and 512 4-6% slower, and so a one-thread step keeps 64 (RNN
+// (1, 100, 8, 192) inference at 2 threads: 8-11% faster than in panels of 32).  Results are the
+// same either way.
 template <class Cell>
 inline constexpr int64_t kForwardUnits = Cell::kGates == 1 ? 64 : 16;
 
@@ -319,7 +328,7 @@ void fused_forward(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
   if constexpr (Cell::kHasCell) std::copy(a.c0, a.c0 + B * H, c.data());
   zero_padding(q, a.out, P);
   if constexpr (Training) zero_padding(q, a.ws, W);
-  const int nt = threads_for(2 * B * G * H * (P + I) + (proj ? 2 * B * P * H : 0), npan);
+  const int nt = threads_for(forward_step_flops(q, G, proj), npan);
   const int64_t tail_ld = W + 2 * U;  // one thread's scratch: h', c' (U each), workspace rows
   packed::Buffer<T> bias_pad(tails ? 2 * (G * H + V) : 0, "padded biases"),
       tail_out(tails ? nt * tail_ld : 0, "scratch for the last units");
@@ -554,7 +563,7 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
                     dc_next = state_rows<T>(Cell::kHasCell ? B * H : 0, "the state gradients");
   for (int64_t b = 0; b < B; ++b) copy_row(dh.data() + b * ldh, a.dh_n + b * P, P);
   if constexpr (Cell::kHasCell) std::copy(a.dc_n, a.dc_n + B * H, dc.data());
-  const int nt = threads_for(2 * B * GH * P + (proj ? 2 * B * P * H : 0), std::max(npan, nhp));
+  const int nt = threads_for(backward_step_flops(q, G, proj), std::max(npan, nhp));
   // Allocated before the parallel region: nothing inside it may throw.
   packed::Buffer<T> dtot_all(ldu, "step gradients");
   StepBarrier barrier;
@@ -700,7 +709,8 @@ void fused_backward_panels(const Seq& q, const Cell& cell, const Weights<T>& w, 
 // how: every element is summed in the same order either way.
 template <typename T, class Cell>
 void fused_backward(const Seq& q, const Cell& cell, const Weights<T>& w, const BackwardArgs<T>& a) {
-  if (q.H <= 128 || halve_panels({q.H, q.P})) fused_backward_panels<T, Cell, 32>(q, cell, w, a);
+  const int threads = step_threads(backward_step_flops(q, Cell::kGates, w.w_hr != nullptr));
+  if (q.H <= 128 || halve_panels(threads, {q.H, q.P})) fused_backward_panels<T, Cell, 32>(q, cell, w, a);
   else fused_backward_panels<T, Cell, 64>(q, cell, w, a);
 }
 
