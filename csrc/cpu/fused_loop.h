@@ -235,11 +235,11 @@ inline int threads_for(int64_t flops, int64_t blocks) {
 // Whether the forward's projection goes to the threads by rows (each its share of the B rows,
 // every panel of P) rather than by whole panels of nr columns: where the rows give the busiest
 // thread less than 7/8 of the panels' work.  At 2 threads P = 48 or 64 is one panel, which one
-// thread projected while the other waited: by rows, inference ran 5-9% faster (LSTM (16, 100,
-// 64, 128) with P = 48 and 64, (32, 100, 256, 256) with P = 64; builds alternated), and 1-3%
-// with P = 192 (3 panels: 2 against 1).  By rows, each thread reads all of W_hr: where whole
-// panels split evenly, they stay the split.  Row tiles do not change how an element is summed:
-// the results are the same either way.
+// thread projected while the other waited: by rows, inference's fastest call was 6-10% faster
+// (LSTM (16, 100, 64, 128) with P = 48 and 64, (32, 100, 256, 256) with P = 64; builds
+// alternated), and 2-3% with P = 192 (3 panels: 2 against 1).  By rows, each thread reads all
+// of W_hr: where whole panels split evenly, they stay the split.  Row tiles do not change how
+// an element is summed: the results are the same either way.
 inline bool proj_by_rows(int64_t B, int64_t P, int nr, int threads) {
   const int64_t panels = (P + nr - 1) / nr;
   int64_t most = 0;  // panels of the busiest thread
