@@ -237,7 +237,8 @@ def _run_cell(cell, dtype, threads, seed, lengths=None, reverse=False, proj=Fals
     # long: a small layer over many steps, whose weight gradients are split along time instead.
     # The GRU's H = 176 is 3 backward panels of 64 units: one thread takes them, two take 6
     # panels of 32 (fused_loop.h: fused_backward), so the widths are compared too; so is the
-    # RNN forward's panel width with hidden=192 (64 units at one thread, 32 at two), and the
+    # RNN forward's panel width with hidden=192 (64 units at one thread, 32 at two), the LSTM
+    # backward's with hidden=96 (3 panels of 32 at one thread, 2 of 48 at two), and the
     # projection's split: P = 48 is one panel, which one thread projects whole and two by rows.
     T, B, I, H = 9, 64, 56, hidden or {"lstm": 128, "gru": 176, "rnn": 512}[cell]
     if long:
@@ -274,7 +275,7 @@ def _run_cell(cell, dtype, threads, seed, lengths=None, reverse=False, proj=Fals
 
 
 _CELLS = [("lstm", {}), ("lstm", {"proj": True}), ("lstm", {"activation": "relu"}), ("gru", {}),
-          ("rnn", {}), ("rnn", {"activation": "relu"}), ("rnn", {"hidden": 192})]
+          ("rnn", {}), ("rnn", {"activation": "relu"}), ("rnn", {"hidden": 192}), ("lstm", {"hidden": 96})]
 
 
 @pytest.fixture
