@@ -163,17 +163,6 @@ inline bool panels_balanced(int64_t n, int nr, int threads) {
   return most * 8 <= (n + threads - 1) / threads * 9;
 }
 
-// Whether panels of 32 split each of `sizes` evenly over `threads` threads where panels of 64
-// do not (all of them).
-inline bool halve_panels(int threads, std::initializer_list<int64_t> sizes) {
-  bool wide = true, narrow = true;
-  for (int64_t n : sizes) {
-    wide = wide && panels_balanced(n, 64, threads);
-    narrow = narrow && panels_balanced(n, 32, threads);
-  }
-  return !wide && narrow;
-}
-
 // The panels of a step, claimed one at a time: each thread runs its own share first (its
 // weights are likely still in its cache), then helps with what is left of the others' shares,
 // so a thread slowed down (another process on its core) no longer holds the team up at every
@@ -242,18 +231,13 @@ inline int threads_for(int64_t flops, int64_t blocks) {
 // an element is summed: the results are the same either way.
 inline bool proj_by_rows(int64_t B, int64_t P, int nr, int threads) {
   const int64_t panels = (P + nr - 1) / nr;
-  int64_t most = 0;  // panels of the busiest thread
-  for (int t = 0; t < threads; ++t) {
-    int64_t b, e;
-    share(panels, t, threads, b, e);
-    most = std::max(most, e - b);
-  }
+  const int64_t most = (panels + threads - 1) / threads;  // the busiest thread's panels (share)
   return (B + threads - 1) / threads * panels * 8 < B * most * 7;
 }
 
 // Units per forward panel: 16 of a gated cell, 64 of an RNN, or 32 of an RNN where 64 would
 // split H unevenly over the threads a step runs on (step_threads) and 32 does not
-// (halve_panels; forward_entry in sequence.h).  A step's panels go to threads whole, so at 2
+// (panels_balanced; forward_entry in sequence.h).  A step's panels go to threads whole, so at 2
 // threads an RNN with H = 192 in 3 panels of 64 ran one thread's 128 units against the other's
 // 64 (RNN (32, 50, 64, 192) inference, builds alternated: 14% faster in 6 panels of 32).  Panels
 // of 32 everywhere made H = 256 and 512 4-6% slower, and so a one-thread step keeps 64 (RNN

@@ -331,8 +331,11 @@ void forward_entry(const Seq& q, const Cell& cell, const Weights<T>& w, const Fo
     // A filled cache keeps its width (the width only balances the threads; a call at another
     // width would pack into scratch, as while the contention guard runs one thread).
     const int64_t held = a.packed ? a.packed->units() : 0;
-    const int threads = step_threads(forward_step_flops(q, Cell::kGates, w.w_hr != nullptr));
-    if (held > 0 ? held == U / 2 : halve_panels(threads, {q.H})) {
+    auto halve = [&] {  // panels of 64 split H unevenly over the step's threads, 32 do not
+      const int threads = step_threads(forward_step_flops(q, Cell::kGates, w.w_hr != nullptr));
+      return !panels_balanced(q.H, 64, threads) && panels_balanced(q.H, 32, threads);
+    };
+    if (held > 0 ? held == U / 2 : halve()) {
       if (training) fused_forward<T, Cell, true, U / 2>(q, cell, w, a);
       else fused_forward<T, Cell, false, U / 2>(q, cell, w, a);
       return;
