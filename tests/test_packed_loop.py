@@ -19,7 +19,8 @@ panel).
 import numpy as np
 import pytest
 
-from conftest import CELL_CONFIGS, make_case, make_lengths, run_forward, use_isa
+from conftest import (CELL_CONFIGS, make_case, make_cotangents, make_lengths, run_backward,
+                      run_forward, use_isa)
 from test_kernels import DTYPE_IDS, DTYPES, check_against_reference
 import fusedrnn
 from fusedrnn import _core, ops
@@ -115,6 +116,70 @@ def test_whole_sequence_products_in_chunks(packed_isa, config, proj, dtype):
         _core.set_contention_guard(True)
     for key in grads[0]:
         np.testing.assert_array_equal(grads[0][key], grads[1][key], err_msg=f"{key}: 1 vs 2 threads")
+
+
+# (config, T, B, I, H): models on few features, whose dW_ih (and dx) are products of I <= 8
+# columns, computed without column panels (packed_products.h: thin_at, thin_dot).  G*H = 4 and
+# 3 are below one vector (one element at a time), 84 and 90 end in single vectors, the last
+# overlapping the one before; T*B = 21 leaves a partial tile of rows; the last case is big
+# enough for both threads to share its products.
+THIN_CASES = [
+    ("lstm-tanh", 3, 7, 1, 1),
+    ("rnn-tanh", 3, 7, 2, 3),
+    ("lstm-tanh", 3, 7, 3, 21),
+    ("gru", 3, 7, 8, 30),
+    ("lstm-relu", 5, 4, 5, 21),
+    ("lstm-tanh", 35, 64, 8, 100),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("config,T,B,I,H", THIN_CASES,
+                         ids=[f"{c[0]}-I{c[3]}-H{c[4]}" for c in THIN_CASES])
+def test_thin_products(packed_isa, config, T, B, I, H, dtype):
+    """dx and dW_ih of a model on 1 to 8 features against the reference, bit-identical at one
+    and two threads."""
+    cell, act = CELL_CONFIGS[config]
+    case = make_case(np.random.default_rng(7), cell, T, B, I, H, dtype)
+    before = fusedrnn.get_num_threads()
+    _core.set_contention_guard(False)
+    try:
+        results = []
+        for threads in (1, 2):
+            fusedrnn.set_num_threads(threads)
+            calls = _core.packed_loop_calls()
+            what = f"{config}/I={I}/isa={packed_isa}/threads={threads}"
+            results.append(check_against_reference(np.random.default_rng(8), cell, act, case, dtype,
+                                                   what))
+            assert _core.packed_loop_calls() - calls == 2, f"{what}: the packed loop did not run"
+    finally:
+        fusedrnn.set_num_threads(before)
+        _core.set_contention_guard(True)
+    for key in results[0][1]:
+        np.testing.assert_array_equal(results[0][1][key], results[1][1][key],
+                                      err_msg=f"{key}: 1 vs 2 threads")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("I", [1, 3, 8])
+def test_thin_weight_gradient_is_the_panels(packed_isa, I, dtype):
+    """dW_ih of I <= 8 features without panels sums exactly as the panels do: the same model
+    with its input widened to 16 features by zero columns (x and W_ih) takes the panels, and
+    its first I columns of dW_ih match the thin product to the bit.  (The zero columns add
+    exact zeros to the forward's sums, so the gate gradients are the same too.)"""
+    T, B, H = 9, 11, 21
+    case = make_case(np.random.default_rng(9), "lstm", T, B, I, H, dtype)
+    wide = dict(case)
+    wide["x"] = np.concatenate([case["x"], np.zeros((T, B, 16 - I), dtype)], axis=2)
+    wide["w_ih"] = np.concatenate([case["w_ih"], np.zeros((4 * H, 16 - I), dtype)], axis=1)
+    grads = []
+    for c in (case, wide):
+        out, h_n, c_n, cache = run_forward(ops, "lstm", "tanh", c, training=True)
+        dout, dh_n, dc_n = make_cotangents(np.random.default_rng(10), out, h_n, c_n, dtype)
+        grads.append(run_backward(ops, "lstm", cache, dout, dh_n, dc_n))
+    thin, panels = grads
+    np.testing.assert_array_equal(thin["dw_hh"], panels["dw_hh"], err_msg="the gate gradients differ")
+    np.testing.assert_array_equal(thin["dw_ih"], panels["dw_ih"][:, :I])
 
 
 def test_baseline_keeps_the_generic_loop(rng):

@@ -17,7 +17,9 @@
 #if FUSEDRNN_PACKED_LOOP
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 #include <vector>
 
@@ -49,13 +51,172 @@ struct PanelRun : Operand<T> {
   T* last = nullptr;                 // sums of its last panel, where N is not whole panels
 };
 
+// Products only a few columns wide (N <= kThinColumns: dW_ih and dx of a model on one or a
+// few features) are not packed into panels: a panel is at least a vector wide (16 floats on
+// AVX-512), so with one feature fifteen sixteenths of the work went to padding columns.
+inline constexpr int64_t kThinColumns = 8;
+
+// Vectors of a thin tile (N sums each): the most of 4, 3, 2, 1 whose N * NV sums stay within
+// three quarters of the registers and leave room for the NV loaded vectors and a broadcast.
+template <int N>
+constexpr int thin_vectors() {
+  for (int v : {4, 3, 2, 1})
+    if (N * v <= simd::kRegisters * 3 / 4 && N * v + v + 1 <= simd::kRegisters) return v;
+  return 1;
+}
+
+// C[m, 0:N] = sum_k A[k, m] B[k, 0:N] for the NV * lanes consecutive m from m0 (A: [K, M]):
+// one pass down A's columns, the N values of B's row k broadcast.  Each element adds its K
+// terms in order, each a fused multiply-add, as panel_gemm<T, NR, true> does with the operands'
+// roles swapped (the product of two numbers is the same either way): the results are the
+// panels' to the bit.  Lanes below `skip` are left to the block that stored them (thin_at).
+template <typename T, int N, int NV>
+void thin_at_block(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
+                   int64_t m0, int skip) {
+  using V = simd::Vec<T>;
+  using R = typename V::R;
+  constexpr int L = V::lanes;
+  R acc[N][NV];
+  for (int c = 0; c < N; ++c)
+    for (int v = 0; v < NV; ++v) acc[c][v] = V::zero();
+  const T* a = A + m0;
+  for (int64_t k = 0; k < K; ++k, a += lda) {
+    R w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = V::loadu(a + L * v);
+    for (int c = 0; c < N; ++c) {
+      const R x = V::set1(B[k * ldb + c]);
+      for (int v = 0; v < NV; ++v) acc[c][v] = V::fmadd(x, w[v], acc[c][v]);
+    }
+  }
+  alignas(64) T out[L];
+  for (int c = 0; c < N; ++c)
+    for (int v = 0; v < NV; ++v) {
+      V::store(out, acc[c][v]);
+      for (int i = v * L < skip ? skip - v * L : 0; i < L; ++i) C[(m0 + v * L + i) * ldc + c] = out[i];
+    }
+}
+
+// C[M, N] = A^T B, A: [K, M], B: [K, N], N <= kThinColumns.  Blocks of NV vectors of m, then
+// single vectors, the last one ending at M (overlapping the one before: its first lanes are
+// not stored again).  M below one vector: the same sums one element at a time.
+template <typename T, int N>
+void thin_at(int64_t M, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
+             int threads) {
+  constexpr int L = simd::Vec<T>::lanes, NV = thin_vectors<N>(), NB = NV * L;
+  if (M < L) {
+    for (int64_t m = 0; m < M; ++m)
+      for (int c = 0; c < N; ++c) {
+        T s = T(0);
+        for (int64_t k = 0; k < K; ++k) s = std::fma(B[k * ldb + c], A[k * lda + m], s);
+        C[m * ldc + c] = s;
+      }
+    return;
+  }
+  const int64_t full = M / NB, rest = M - full * NB, singles = (rest + L - 1) / L;
+  auto item = [&](int64_t i) noexcept {
+    if (i < full) return thin_at_block<T, N, NV>(K, A, lda, B, ldb, C, ldc, i * NB, 0);
+    const int64_t want = full * NB + (i - full) * L, m0 = std::min(want, M - L);
+    thin_at_block<T, N, 1>(K, A, lda, B, ldb, C, ldc, m0, static_cast<int>(want - m0));
+  };
+  using Item = decltype(item);
+  fusedrnn::parallel_for(full + singles, threads, [](void* f, int64_t i) { (*static_cast<Item*>(f))(i); }, &item);
+}
+
+// Rows of a thin dot tile: the most of 4, 3, 2, 1 whose R * N sums stay within three quarters
+// of the registers and leave room for R loaded rows and one vector of B.
+template <int N>
+constexpr int thin_rows() {
+  for (int r : {4, 3, 2, 1})
+    if (r * N <= simd::kRegisters * 3 / 4 && r * N + r + 1 <= simd::kRegisters) return r;
+  return 1;
+}
+
+// C[M, N] = A B, A: [M, K], B: [K, N], N <= kThinColumns: per row of A, N dot products along
+// its row, a vector of k at a time, against B's columns (copied to bt: N rows of kp, zeros past
+// K); each sum is its lanes' partial sums added in lane order.  Rows go R at a time.
+template <typename T, int N>
+void thin_dot(int64_t M, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
+              int threads) {
+  using V = simd::Vec<T>;
+  using Reg = typename V::R;
+  constexpr int L = V::lanes, R = thin_rows<N>();
+  const int64_t kp = (K + L - 1) / L * L, kv = K / L * L;
+  Buffer<T> bt(N * kp, "thin products");
+  for (int c = 0; c < N; ++c) {
+    for (int64_t k = 0; k < K; ++k) bt.data()[c * kp + k] = B[k * ldb + c];
+    for (int64_t k = K; k < kp; ++k) bt.data()[c * kp + k] = T(0);
+  }
+  const T* b = bt.data();
+  auto item = [&](int64_t i) noexcept {
+    const int64_t m0 = i * R;
+    const T* a[R];
+    for (int r = 0; r < R; ++r) a[r] = A + std::min(m0 + r, M - 1) * lda;  // past M: read, not stored
+    Reg acc[R][N];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < N; ++c) acc[r][c] = V::zero();
+    auto step = [&](const Reg* x, int64_t k) {
+      for (int c = 0; c < N; ++c) {
+        const Reg w = V::load(b + c * kp + k);
+        for (int r = 0; r < R; ++r) acc[r][c] = V::fmadd(x[r], w, acc[r][c]);
+      }
+    };
+    for (int64_t k = 0; k < kv; k += L) {
+      Reg x[R];
+      for (int r = 0; r < R; ++r) x[r] = V::loadu(a[r] + k);
+      step(x, k);
+    }
+    if (kv < K) {  // the last k, less than a vector: zeros after it
+      alignas(64) T part[L];
+      Reg x[R];
+      for (int r = 0; r < R; ++r) {
+        for (int j = 0; j < L; ++j) part[j] = T(0);
+        simd::copy_short(part, a[r] + kv, K - kv);
+        x[r] = V::load(part);
+      }
+      step(x, kv);
+    }
+    alignas(64) T out[L];
+    for (int r = 0; r < R && m0 + r < M; ++r)
+      for (int c = 0; c < N; ++c) {
+        V::store(out, acc[r][c]);
+        T s = out[0];
+        for (int j = 1; j < L; ++j) s += out[j];
+        C[(m0 + r) * ldc + c] = s;
+      }
+  };
+  using Item = decltype(item);
+  fusedrnn::parallel_for((M + R - 1) / R, threads, [](void* f, int64_t i) { (*static_cast<Item*>(f))(i); }, &item);
+}
+
+// One operand of sequence_products that is thin: N (1..kThinColumns) as a constant.
+template <typename T, bool TA>
+void thin_product(int64_t M, int64_t K, const T* A, int64_t lda, const Operand<T>& op) {
+  const int nt = 2.0 * M * op.N * K < fusedrnn::kSplitFlops ? 1 : fusedrnn::threads_now();
+  auto run = [&](auto n) {
+    constexpr int N = decltype(n)::value;
+    if constexpr (TA) thin_at<T, N>(M, K, A, lda, op.B, op.ldb, op.C, op.ldc, nt);
+    else thin_dot<T, N>(M, K, A, lda, op.B, op.ldb, op.C, op.ldc, nt);
+  };
+  switch (op.N) {
+    case 1: return run(std::integral_constant<int, 1>());
+    case 2: return run(std::integral_constant<int, 2>());
+    case 3: return run(std::integral_constant<int, 3>());
+    case 4: return run(std::integral_constant<int, 4>());
+    case 5: return run(std::integral_constant<int, 5>());
+    case 6: return run(std::integral_constant<int, 6>());
+    case 7: return run(std::integral_constant<int, 7>());
+    default: return run(std::integral_constant<int, 8>());
+  }
+}
+
 // C = op(A) B for every operand, one A: K goes in chunks of 1024 rows of B, and per chunk A is
 // copied once (with TA, rows longer than kInPlaceRowBytes) for all the operands, their panels
 // packed, then every row block is taken across every panel of every operand.  Each operand's
 // columns are panels of 64, and narrower ones (16, 32 or 48: packed_gemm.h, with_width) for a
 // product (or the last columns of one) that is not a whole number of them wide: a tile spans a
 // panel's whole width on AVX-512 float, so dx and dW_ih of a model with 12 features would otherwise
-// cost as much as with 64.  Every element adds its K terms in the same order whatever the panel
+// cost as much as with 64 (and operands of at most kThinColumns columns take no panels at all:
+// thin_product).  Every element adds its K terms in the same order whatever the panel
 // width and the row blocks: the results are those of separate products, only the work spent on
 // padding columns and on reading A changes.  Measured (AVX-512, training, builds alternated): dW_ih
 // and dW_hh in one call made LSTM (16, 251, 64, 64) 3.5% faster at one thread (A, read in place,
@@ -71,6 +232,10 @@ void sequence_products(int64_t M, int64_t K, const T* A, int64_t lda, const Oper
     flops += 2.0 * M * op.N * K;
     if (K <= 0) {
       for (int64_t i = 0; i < M; ++i) std::fill(op.C + i * op.ldc, op.C + i * op.ldc + op.N, T(0));
+      continue;
+    }
+    if (op.N <= kThinColumns) {
+      thin_product<T, TA>(M, K, A, lda, op);
       continue;
     }
     const int64_t wide = op.N / 64 * 64, rest = op.N - wide;
