@@ -529,6 +529,31 @@ def test_constructor_errors(fn, exc, msg):
         fn()
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_layers_beyond_memory_are_refused_before_allocating(cell):
+    # Checked in closed form: 10**9 layers of 4 units fail at once instead of allocating
+    # small arrays until memory runs out.
+    with pytest.raises(MemoryError, match=r"num_layers=1000000000, hidden_size=4.* GiB"):
+        make(cell, 3, 4, num_layers=10**9)
+    with pytest.raises(MemoryError, match=r"num_layers=1, hidden_size=1000000000.* GiB"):
+        make(cell, 3, 10**9)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(num_layers=3, bidirectional=True),
+                                dict(num_layers=2, bias=False), dict(num_layers=2, proj_size=2)])
+def test_memory_check_counts_every_parameter(monkeypatch, kw):
+    from fusedrnn import layers
+    cls = LSTM if "proj_size" in kw else GRU
+    built = cls(3, 5, **kw)
+    numbers = sum(a.nbytes for a in built.params.values())
+    need = 2 * (numbers + len(built.params) * layers._ARRAY_OVERHEAD)
+    monkeypatch.setattr(layers, "_physical_memory", lambda: need)
+    cls(3, 5, **kw)  # exactly fits
+    monkeypatch.setattr(layers, "_physical_memory", lambda: need - 1)
+    with pytest.raises(MemoryError, match=f"num_layers={built.num_layers}, hidden_size=5"):
+        cls(3, 5, **kw)
+
+
 def _lstm():
     return LSTM(3, 4, num_layers=2, bidirectional=True, seed=0)  # float32, L*D = 4
 

@@ -90,6 +90,47 @@ def _shapes(cell, input_size, hidden_size, num_layers, bias, num_directions, pro
                 yield "weight_hr" + sfx, (P, H)
 
 
+def _param_count(cell, input_size, hidden_size, num_layers, bias, num_directions, proj_size) -> int:
+    """Number of parameters _shapes lists, in closed form (however many layers)."""
+    G, H, P, D = GATES[cell], hidden_size, proj_size or hidden_size, num_directions
+    per_layer = G * H * P + (2 * G * H if bias else 0) + (P * H if proj_size else 0)
+    inputs = input_size + (num_layers - 1) * D * P  # the widths of every layer's x, summed
+    return D * (G * H * inputs + num_layers * per_layer)
+
+
+# Above the machine's memory (or this where it cannot be read), a layer cannot be built.
+_FALLBACK_MEMORY = 1 << 40
+# Bytes each array costs besides its numbers, at least (its object, its name, its dict slot).
+_ARRAY_OVERHEAD = 128
+
+
+def _physical_memory() -> int:
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return _FALLBACK_MEMORY
+    return total if total > 0 else _FALLBACK_MEMORY
+
+
+def _check_param_memory(layer) -> None:
+    """MemoryError, before anything is allocated, when the parameters and their gradients
+    need more bytes than the machine has (a typo such as num_layers=10**9 would otherwise
+    allocate small arrays until memory runs out)."""
+    count = _param_count(layer._cell, layer.input_size, layer.hidden_size, layer.num_layers,
+                         layer.bias, layer.num_directions, layer.proj_size)
+    arrays = layer.num_layers * layer.num_directions * (
+        2 + (2 if layer.bias else 0) + (1 if layer.proj_size else 0))
+    # params and grads
+    need = 2 * (count * layer.dtype.itemsize + arrays * _ARRAY_OVERHEAD)
+    have = _physical_memory()
+    if need > have:
+        raise MemoryError(f"{type(layer).__name__} with num_layers={layer.num_layers}, "
+                          f"hidden_size={layer.hidden_size}, input_size={layer.input_size} needs "
+                          f"{need / 2**30:.3g} GiB for its parameters and gradients ({count} "
+                          f"{layer.dtype} parameters), more than this machine's "
+                          f"{have / 2**30:.3g} GiB of memory")
+
+
 # Parameter name (before its layer/direction suffix) -> its gradient's key in the kernels' dict.
 _GRAD_OF = {"weight_ih": "dw_ih", "weight_hh": "dw_hh", "bias_ih": "db_ih", "bias_hh": "db_hh",
             "weight_hr": "dw_hr"}
@@ -191,6 +232,7 @@ class _RNNBase(StepMixin):
         self._init_thread_state()  # before to(): moving to a device resets the thread's trace
         self.to(device)
         self.training = True
+        _check_param_memory(self)
         self.params = {name: np.empty(shape, self.dtype) for name, shape in self._param_shapes()}
         self.grads = {name: np.zeros(shape, self.dtype) for name, shape in self._param_shapes()}
         self.reset_parameters()
