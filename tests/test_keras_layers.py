@@ -163,6 +163,25 @@ def test_sequential_get_weights_is_keras_order(rng):
     assert model.count_params() == keras_param_count("lstm", I, H) + H * 2 + 2
 
 
+def test_weights_of_a_model_not_built_yet_are_a_value_error(tmp_path, rng):
+    src = models.Sequential([layers.LSTM(H, input_shape=(T, I)), layers.Dense(1)], seed=0)
+    path = tmp_path / "w.npz"
+    src.save_weights(path)
+    calls = {"reading": lambda m: m.get_weights(),
+             "setting": lambda m: m.set_weights(src.get_weights()),
+             "loading": lambda m: m.load_weights(path),
+             "saving": lambda m: m.save(tmp_path / "m.keras")}
+    for doing, call in calls.items():
+        model = models.Sequential([layers.LSTM(H), layers.Dense(1)], seed=0)  # no input_shape
+        with pytest.raises(ValueError, match=f"the model is not built yet: .* before {doing}"):
+            call(model)
+    for layer in (layers.LSTM(H, name="rec"), layers.Bidirectional(layers.GRU(H))):
+        with pytest.raises(ValueError, match="is not built yet: .* reading its weights"):
+            layer.get_weights()
+        with pytest.raises(ValueError, match="is not built yet: .* setting its weights"):
+            layer.set_weights(random_keras(rng, "gru", I, H, True))
+
+
 @pytest.mark.parametrize("padding", ["post", "pre"])
 def test_masking_turns_padding_into_lengths(rng, padding):
     """Each padded sequence gives what the Keras equations give on the sequence alone."""

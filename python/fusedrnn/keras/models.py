@@ -195,11 +195,13 @@ class Model(Trainer):
 
     def get_weights(self) -> list:
         """Copies of every weight, layer by layer, each layer in Keras' layout and order."""
+        saving.check_built(self, "reading its weights")
         return [w for layer in self.layers for w in layer.get_weights()]
 
     def set_weights(self, weights) -> None:
         """The inverse of get_weights (a Keras model's list works for the layers supported);
         everything is checked before anything changes."""
+        saving.check_built(self, "setting its weights")
         weights = list(weights)
         counts = [len(layer.get_weights()) for layer in self.layers]
         if len(weights) != sum(counts):

@@ -46,14 +46,19 @@ def check_path(filepath, overwrite):
     return path
 
 
+def check_built(model, doing: str) -> None:
+    """ValueError unless every layer of the model has its weights (is built)."""
+    if not all(layer.built for layer in model.layers):
+        raise ValueError("the model is not built yet: give the first layer input_shape=, or run it "
+                         f"on data (fit, predict) before {doing}")
+
+
 def save_model(model, filepath, overwrite=True) -> None:
     path = check_path(filepath, overwrite)
     if not hasattr(model, "get_config"):
         raise ValueError(f"a subclassed Model ({type(model).__name__}) cannot be saved whole (its "
                          "call() is Python code); use save_weights, then rebuild it and load_weights")
-    if not all(layer.built for layer in model.layers):
-        raise ValueError("the model is not built yet: give the first layer input_shape=, or run it "
-                         "on data (fit, predict) before saving")
+    check_built(model, "saving")
     header = {"format": _FILE_FORMAT, "class": "Sequential", "config": model.get_config(),
               "epoch": model.epoch, "metadata": model.metadata,
               "rng": [g.bit_generator.state for g in _generators(model)]}
@@ -173,6 +178,7 @@ def save_weights(model, filepath, overwrite=True) -> None:
 def load_weights(model, filepath) -> None:
     """set_weights from a save_weights file; the model must be built (run it on data first)."""
     path = check_path(filepath, True)
+    check_built(model, "loading weights")
     expected = [w.shape for w in model.get_weights()]
 
     def check(header, specs):

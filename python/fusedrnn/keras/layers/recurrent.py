@@ -143,13 +143,20 @@ class _KerasRNN(Lazy, pieces.Recurrent):
             shapes.append((2, G * H) if self._cell == "gru" else (G * H,))
         return shapes
 
+    def _check_built(self, doing: str) -> None:
+        if not self.built:
+            raise ValueError(f"{self.name or type(self).__name__} is not built yet: give it "
+                             f"input_shape=, or run it on data, before {doing}")
+
     def get_weights(self) -> list:
+        self._check_built("reading its weights")
         out = []
         for keys in self._direction_keys():
             out += to_keras_weights(self._cell, *(self.layer.params[k] for k in keys))
         return [w.astype(self.dtype) for w in out]
 
     def weight_assignments(self, weights, prefix="") -> list:
+        self._check_built("setting its weights")
         shapes = self._keras_shapes()
         n = len(shapes)
         if len(weights) != n * self.layer.num_directions:
