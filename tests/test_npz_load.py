@@ -66,6 +66,13 @@ def _rewrite_header(path, change):
     _zip(path, members)
 
 
+def _layer_config(header, i, **change):
+    """The header with layer i's config changed."""
+    layers = [dict(layer) for layer in header["config"]["layers"]]
+    layers[i]["config"] = {**layers[i]["config"], **change}
+    return {**header, "config": {**header["config"], "layers": layers}}
+
+
 def _refused(load, path, limit_mb=20, seconds=5.0):
     """load(path) raises ValueError naming the file, within the time and memory limits."""
     tracemalloc.start()
@@ -146,6 +153,9 @@ def test_layer_header_of_the_wrong_type(tmp_path, change):
     lambda h: {**h, "compile": {**h["compile"], "optimizer": {"class": "SGD", "config": {}}}},
     lambda h: {**h, "compile": {**h["compile"], "loss": None}},
     lambda h: {**h, "metadata": [1]},
+    lambda h: _layer_config(h, 0, return_sequences="x"),
+    lambda h: _layer_config(h, 0, stateful="no"),
+    lambda h: _layer_config(h, 1, bias="no"),
 ])
 def test_model_header_of_the_wrong_type(tmp_path, change):
     path = _model_file(tmp_path)

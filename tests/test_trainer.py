@@ -129,6 +129,20 @@ def test_recurrent_gradients_with_lengths(rng, case, return_sequences):
     np.testing.assert_array_equal(layer.forward(x2, lengths=lengths), y0)
 
 
+@pytest.mark.parametrize("name,make", [
+    ("return_sequences", lambda v: Recurrent(LSTM(3, 4), return_sequences=v)),
+    ("stateful", lambda v: Recurrent(GRU(3, 4), stateful=v)),
+    ("bias", lambda v: Dense(3, 1, bias=v)),
+])
+def test_flags_of_the_pieces_must_be_bools(name, make):
+    for bad in ("False", "no", 0, 1, None):
+        with pytest.raises(TypeError, match=f"^{name} must be a bool, got {type(bad).__name__}"):
+            make(bad)
+    assert make(np.bool_(False)) is not None and make(True) is not None
+    assert Dense(3, 1, bias=np.bool_(False)).params.keys() == {"weight"}
+    assert Recurrent(RNN(3, 4), return_sequences=np.True_, stateful=False).return_sequences is True
+
+
 def test_recurrent_last_step_is_last_valid_output(rng):
     layer = Recurrent(LSTM(3, 4, bidirectional=True, dtype="float64", seed=0))
     seq = Recurrent(layer.layer, return_sequences=True)

@@ -27,7 +27,7 @@ import numbers
 import numpy as np
 
 from ..layers import GRU, LSTM, RNN, _RNNBase
-from .._checks import check_int, float_dtype, shape_str
+from .._checks import check_bool, check_int, float_dtype, shape_str
 from ..ops import _native
 from . import tape
 
@@ -165,7 +165,7 @@ class Dense(Layer):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.activation = None if activation == "linear" else activation
-        self.bias = bool(bias)
+        self.bias = check_bool(bias, "bias")
         self.dtype = float_dtype(dtype)
         self.rng = np.random.default_rng(seed)
         self.params = {"weight": np.empty((self.out_features, self.in_features), self.dtype)}
@@ -188,7 +188,7 @@ class Dense(Layer):
         n_in = check_int(config["in_features"], "in_features")
         n_out = check_int(config["out_features"], "out_features")
         shapes = {"weight": (n_out, n_in)}
-        if config.get("bias", True):
+        if check_bool(config.get("bias", True), "bias"):
             shapes["bias"] = (n_out,)
         return iter(shapes.items())
 
@@ -365,8 +365,8 @@ class Recurrent(Layer):
         if not isinstance(layer, _RNNBase):
             raise TypeError(f"Recurrent wraps a fusedrnn LSTM, GRU or RNN, got {type(layer).__name__}")
         self.layer = layer
-        self.return_sequences = bool(return_sequences)
-        self.stateful = bool(stateful)
+        self.return_sequences = check_bool(return_sequences, "return_sequences")
+        self.stateful = check_bool(stateful, "stateful")
         self.dtype = layer.dtype
         self._keys = None  # every parameter of the layer (a Keras layer trains a subset)
         self._state = None
