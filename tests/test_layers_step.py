@@ -172,6 +172,51 @@ def test_bad_states_are_refused():
     np.testing.assert_array_equal(out, lstm.step(x)[0])
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.int32, object, np.float16])
+@pytest.mark.parametrize("name,arg", [("weight_hh_l0", "w_hh"), ("weight_ih_l1", "w_ih"),
+                                      ("bias_ih_l0", "b_ih")])
+def test_step_refuses_weights_of_another_dtype_as_the_forward_does(rng, dtype, name, arg):
+    layer = LSTM(3, 4, num_layers=2, seed=0)
+    x = rng.random((2, 3)).astype(np.float32)
+    layer.step(x)  # packed with the float32 weights first
+    layer.params[name] = layer.params[name].astype(dtype)
+    with pytest.raises(TypeError) as fw:
+        layer(x[None])
+    with pytest.raises(TypeError, match=f"^{arg} ") as st:
+        layer.step(x)
+    assert str(st.value) == str(fw.value)
+
+
+def test_step_takes_byte_swapped_arrays_as_the_forward_does(rng):
+    for layer in (GRU(3, 4, seed=0), LSTM(3, 4, num_layers=2, seed=0)):
+        x = rng.random((2, 3)).astype(np.float32)
+        h = rng.random((layer.num_layers, 2, 4)).astype(np.float32)
+        state = (h, h + 1) if isinstance(layer, LSTM) else h
+        swapped = lambda a: a.astype(">f4")  # noqa: E731
+        want = layer.step(x, state)
+        layer.params["weight_hh_l0"] = swapped(layer.params["weight_hh_l0"])
+        swapped_state = tuple(map(swapped, state)) if isinstance(state, tuple) else swapped(state)
+        got = layer.step(swapped(x), swapped_state)
+        np.testing.assert_array_equal(got[0], want[0])
+        assert_close(got[0], layer(swapped(x)[None], swapped_state)[0][0], np.dtype(np.float32),
+                     "the forward of the same arrays")
+
+
+@pytest.mark.parametrize("name", ["bias_hh_l0", "weight_hh_l0", "weight_ih_l1", "weight_hr_l0"])
+def test_a_missing_parameter_is_refused_by_name(rng, name):
+    layer = LSTM(3, 5, num_layers=2, proj_size=2, seed=0)
+    x = rng.random((2, 3)).astype(np.float32)
+    layer.step(x)
+    layer.eval()(x[None])  # packed copies made for both paths
+    del layer.params[name]
+    for mode in (layer.eval, layer.train):
+        mode()
+        with pytest.raises(ValueError, match=f"^params has no '{name}': LSTM needs each of its"):
+            layer(x[None])
+    with pytest.raises(ValueError, match=f"^params has no '{name}'"):
+        layer.step(x)
+
+
 # --- the packed weights follow the weights -------------------------------------------------
 
 def _check_follows(layer, x, what):

@@ -645,19 +645,37 @@ class _RNNBase(StepMixin):
 
     # --- forward / backward ---------------------------------------------------------------
 
+    def _weights(self, p, sfx):
+        """One layer and direction's (w_ih, w_hh, b_ih, b_hh, w_hr) from the parameter dict p:
+        None for the biases of a layer built with bias=False and for w_hr without proj_size.
+        A parameter missing from p is a ValueError naming it (never zeros in its place)."""
+        def get(name, present=True):
+            if not present:
+                return None
+            try:
+                return p[name + sfx]
+            except KeyError:
+                raise ValueError(
+                    f"params has no {name + sfx!r}: {type(self).__name__} needs each of its "
+                    f"parameters ({', '.join(k for k, _ in self._param_shapes())}); put the array "
+                    "back, or restore them all with load_state_dict") from None
+
+        return (get("weight_ih"), get("weight_hh"), get("bias_ih", self.bias),
+                get("bias_hh", self.bias), get("weight_hr", self.proj_size > 0))
+
     def _run(self, x, sfx, h0, c0, lengths, reverse, training):
         """One layer, one direction, through ops: (out, h_n, c_n or None, cache)."""
         p = self._params
+        w_ih, w_hh, b_ih, b_hh, w_hr = self._weights(p, sfx)
         if self._dev is not None:  # --- CUDA hook: weights from the device copies ---
             p = self._dev.weights(p, [k for k in p if k.endswith(sfx)])
-        w = (x, p["weight_ih" + sfx], p["weight_hh" + sfx],
-             p.get("bias_ih" + sfx), p.get("bias_hh" + sfx))
+            w_ih, w_hh, b_ih, b_hh, w_hr = self._weights(p, sfx)
+        w = (x, w_ih, w_hh, b_ih, b_hh)
         kw = dict(lengths=lengths, reverse=reverse, training=training, device=self._device)
         if self._device == "cpu" and not training and not self.training:  # eval mode only
             kw["packed"] = self._packed_weights(sfx)
         if self._cell == "lstm":
-            return ops.lstm_forward(*w, h0, c0, w_hr=p.get("weight_hr" + sfx),
-                                    activation=self._act, **kw)
+            return ops.lstm_forward(*w, h0, c0, w_hr=w_hr, activation=self._act, **kw)
         if self._cell == "gru":
             out, h_n, cache = ops.gru_forward(*w, h0, **kw)
         else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
+from . import _core, ops
 
 __all__ = ["StepMixin"]
 
@@ -47,8 +47,10 @@ class StepMixin:
             return entry[2].step_state(*converted)
 
     def _step_arrays(self, x, state):
-        def arr(value, name):
-            return value if value is None or type(value) is np.ndarray else self._array(value, name)
+        def arr(value, name):  # array-likes and byte-swapped arrays, as the forward takes them
+            if value is None or (type(value) is np.ndarray and value.dtype.isnative):
+                return value
+            return self._array(value, name)
 
         if self._cell == "lstm" and isinstance(state, (tuple, list)) and len(state) == 2:
             state = (arr(state[0], "h"), arr(state[1], "c"))
@@ -63,10 +65,20 @@ class StepMixin:
                              "the end of the sequence; call the layer on the whole sequence")
         params = self._params
         version = params.version  # read first: a change while packing packs again next call
-        layers = [(params["weight_ih" + s], params["weight_hh" + s], params.get("bias_ih" + s),
-                   params.get("bias_hh" + s), params.get("weight_hr" + s))
-                  for s in (f"_l{layer}" for layer in range(self.num_layers))]
+        layers = [self._step_weights(params, layer) for layer in range(self.num_layers)]
         model = _CLASSES[self.dtype](self._cell, self._act, self.hidden_size, self._P, layers)
         entry = (params, version, model)
         self._step_model = entry
         return entry
+
+    def _step_weights(self, params, layer):
+        """Layer `layer`'s (w_ih, w_hh, b_ih, b_hh, w_hr), checked and converted by the forward's
+        own rules (the same TypeError for a weight of another dtype, the same ValueError for a
+        missing one or a wrong shape; byte-swapped or strided arrays taken as they are)."""
+        w_ih, w_hh, b_ih, b_hh, w_hr = self._weights(params, f"_l{layer}")
+        probe = np.empty((1, 1, self.input_size if layer == 0 else self._P), self.dtype)  # x's place
+        act = "tanh" if self._cell == "gru" else self._act
+        _, w_ih_, w_hh_, b_ih_, b_hh_, w_hr_, *_ = ops._forward_args(
+            self._cell, probe, w_ih, w_hh, b_ih, b_hh, None, None, w_hr, None, False, act, False)
+        return (w_ih_, w_hh_, None if b_ih is None else b_ih_, None if b_hh is None else b_hh_,
+                w_hr_)
