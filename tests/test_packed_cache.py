@@ -181,3 +181,42 @@ def test_copies_and_threads_share_nothing_stale(rng):
     assert not errors
     for r in results:
         np.testing.assert_array_equal(r, want)
+
+
+@pytest.mark.parametrize("triples", ["trainable", "hand-built", "copied layer", "model"])
+def test_an_optimiser_step_without_backward_reaches_the_cache_and_step(rng, triples):
+    from fusedrnn.keras import optimizers
+    layer = fusedrnn.LSTM(3, 4, num_layers=2, seed=0)
+    if triples == "copied layer":
+        layer = pickle.loads(pickle.dumps(copy.deepcopy(layer)))
+    model = fusedrnn.Sequential([fusedrnn.Recurrent(layer)]) if triples == "model" else None
+    x = rng.random((5, 2, 3)).astype(np.float32)
+    layer.eval()
+    old = layer(x)[0]
+    old_step = layer.step(x[0])[0]
+    for g in layer.grads.values():
+        g[...] = 1.0  # by hand: no backward
+    if triples == "hand-built":
+        pairs = [(k, p, layer.grads[k]) for k, p in layer.params.items()]
+    elif triples == "model":
+        pairs = model._trainable()
+    else:
+        pairs = layer.trainable()
+    optimizers.SGD(learning_rate=0.5).apply(pairs)
+    fresh = _fresh_copy(layer).eval()
+    np.testing.assert_array_equal(layer(x)[0], fresh(x)[0])
+    np.testing.assert_array_equal(layer.step(x[0])[0], fresh.step(x[0])[0])
+    assert not np.allclose(layer(x)[0], old) and not np.allclose(layer.step(x[0])[0], old_step)
+
+
+def test_an_optimiser_step_on_other_arrays_keeps_the_cache(rng):
+    from fusedrnn.keras import optimizers
+    layer, other = fusedrnn.GRU(3, 4, seed=0).eval(), fusedrnn.GRU(3, 4, seed=1)
+    x = rng.random((5, 2, 3)).astype(np.float32)
+    layer(x), layer.step(x[0])
+    packed, stepped, version = dict(layer._packed), layer._step_model, layer.params.version
+    for _ in range(3):  # inference calls between steps of another layer and of plain arrays
+        optimizers.Adam().apply(other.trainable() + [("w", np.ones(3), np.ones(3))])
+        layer(x), layer.step(x[0])
+    assert layer.params.version == version
+    assert layer._packed == packed and layer._step_model is stepped

@@ -36,8 +36,9 @@ Streaming: ``out_t, state = layer.step(x_t, state)`` runs one time step of every
 again only when the layer's weight version (``params.version``) has moved on, so many short
 calls do not repack.  Every API
 that changes weights moves it: assigning ``params[name]``, load_state_dict, reset_parameters,
-load_keras_weights, the Keras trainer's set_weights/load, and backward() (an optimiser updates
-the arrays in place after it).  An edit of a parameter array in place made any other way
+load_keras_weights, the Keras trainer's set_weights/load, backward() (an optimiser updates
+the arrays in place after it) and an optimiser's ``apply`` on the layer's arrays (with or
+without a backward before it).  An edit of a parameter array in place made any other way
 (``layer.params['weight_hh_l0'][...] = 0`` outside a training step) cannot be seen by
 step() or the CPU forward of a layer in eval mode: call ``layer.weights_changed()`` after it
 (the CUDA path compares the arrays as well; in train mode, the default, every forward reads the
@@ -46,11 +47,13 @@ arrays, so finite-difference checks that nudge weights in place need nothing).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
@@ -145,17 +148,63 @@ class _Trace:
         self.T, self.B = T, B
 
 
+# id(parameter array) -> (weak reference to the array, {id: weak reference} of the _Params
+# dicts holding it): how an optimiser's in-place step on arrays reaches the weight versions of
+# the layers they are in.
+_HOLDERS: dict = {}
+
+
+def _release(key, ref) -> None:
+    entry = _HOLDERS.get(key)
+    if entry is not None and entry[0] is ref:
+        del _HOLDERS[key]
+
+
+def _hold(params, arr) -> None:
+    """Note that the _Params dict `params` holds `arr`."""
+    if type(arr) is not np.ndarray:
+        return
+    key = id(arr)
+    entry = _HOLDERS.get(key)
+    if entry is None or entry[0]() is not arr:
+        entry = _HOLDERS[key] = (weakref.ref(arr, functools.partial(_release, key)), {})
+    entry[1][id(params)] = weakref.ref(params)
+
+
+def arrays_changed(arrays) -> None:
+    """Say that these arrays were written in place (an optimiser step): the layers whose
+    parameters they are count a weight change (their packed copies are made again).  Arrays
+    that are no layer's parameters are ignored."""
+    bumped = set()
+    for arr in arrays:
+        entry = _HOLDERS.get(id(arr))
+        if entry is None or entry[0]() is not arr:
+            continue
+        for key, ref in list(entry[1].items()):
+            params = ref()
+            if params is not None and key not in bumped:
+                bumped.add(key)
+                params._bump()
+
+
 class _Params(dict):
     """A layer's parameter dict, with ``version``: bumped by every change made through the
-    dict itself (putting in another array) and by the layer's weights_changed()."""
+    dict itself (putting in another array), by the layer's weights_changed() and by an
+    optimiser's step on its arrays (arrays_changed)."""
 
     version = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for arr in self.values():
+            _hold(self, arr)
 
     def _bump(self):
         self.version += 1
 
     def __setitem__(self, key, value):
         super().__setitem__(key, value)
+        _hold(self, value)
         self._bump()
 
     def __delitem__(self, key):
@@ -164,11 +213,15 @@ class _Params(dict):
 
     def update(self, *args, **kwargs):
         super().update(*args, **kwargs)
+        for arr in self.values():
+            _hold(self, arr)
         self._bump()
 
     def setdefault(self, key, default=None):
         self._bump()
-        return super().setdefault(key, default)
+        value = super().setdefault(key, default)
+        _hold(self, value)
+        return value
 
     def pop(self, *args):
         self._bump()
@@ -975,8 +1028,9 @@ _USAGE = """
     Streaming inference, one time step of every layer per call (unidirectional layers):
         out_t, state = layer.step(x_t, state)       # x_t (B, I) or (I,); state None: zeros
     The weights are packed once and again only when they change through the layer's API
-    (backward + an in-place optimiser step counts); after editing a parameter array in place
-    any other way, call layer.weights_changed().
+    (backward + an in-place optimiser step counts, and so does an optimiser's apply on the
+    layer's arrays); after editing a parameter array in place any other way, call
+    layer.weights_changed().
     """
 
 for _cls in (LSTM, GRU, RNN):

@@ -21,6 +21,7 @@ import numbers
 import numpy as np
 
 from .. import _core
+from ..layers import arrays_changed
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "ExponentialDecay", "CosineDecay",
            "PiecewiseConstantDecay", "get", "global_norm"]
@@ -203,6 +204,7 @@ class Optimizer:
         self.iterations += 1
         if host:
             self._apply_host(host, lr, scale)
+            arrays_changed(p for _, p, _ in host)  # the layers' packed copies are made again
         if device:
             self._apply_device(device, lr, scale)
 
