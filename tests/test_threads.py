@@ -78,6 +78,14 @@ def test_set_num_threads_rejects(bad, exc):
         fusedrnn.set_num_threads(bad)
 
 
+@pytest.mark.parametrize("bad", [2**31, 2**40, 10**30])
+def test_set_num_threads_names_the_range_above_it(bad):
+    before = fusedrnn.get_num_threads()
+    with pytest.raises(ValueError, match=rf"^n must be in 1\.\.2147483647 .*, got {bad}$"):
+        fusedrnn.set_num_threads(bad)
+    assert fusedrnn.get_num_threads() == before
+
+
 # --- the default thread count ---------------------------------------------------------------
 
 _PRINT_THREADS = ("import fusedrnn; i = fusedrnn.build_info(); "

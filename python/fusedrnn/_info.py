@@ -70,8 +70,12 @@ def get_num_threads() -> int:
     return int(_core.num_threads())
 
 
+# The most threads set_num_threads takes (the kernels count them in a C int).
+_MAX_THREADS = 2**31 - 1
+
+
 def set_num_threads(n: int) -> None:
-    """Use n threads (n >= 1) for the kernels.
+    """Use n threads (1 <= n <= 2**31 - 1) for the kernels.
 
     A process forked (multiprocessing's default on Linux) after fusedrnn ran on several
     threads runs the kernels on one thread: GNU OpenMP cannot start threads there.  Use the
@@ -80,7 +84,10 @@ def set_num_threads(n: int) -> None:
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    _core.set_num_threads(n)
+    if n > _MAX_THREADS:
+        raise ValueError(f"n must be in 1..{_MAX_THREADS} (the most threads the kernels take), "
+                         f"got {n}")
+    _core.set_num_threads(int(n))
     if n > 1 and _core.threads_disabled_by_fork():
         import warnings
 
