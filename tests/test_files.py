@@ -188,3 +188,31 @@ def test_text_writes_and_non_os_errors_pass_through(tmp_path):
     with pytest.raises(KeyError):
         _files.write_atomic(path, broken, text=True)
     assert path.read_text(encoding="utf-8") == "héllo\n" and _tmp_files(tmp_path) == []
+
+
+def test_paths_may_be_str_bytes_or_path_like_as_for_open(tmp_path, rng):
+    from fusedrnn import Dense, Recurrent, Sequential
+    from fusedrnn.keras import models
+    layer = GRU(3, 4, seed=0)
+    model = Sequential([Recurrent(GRU(3, 4)), Dense(4, 1)], seed=0)
+    x = rng.random((2, 5, 3)).astype(np.float32)
+    for kind, as_kind in (("str", str), ("bytes", os.fsencode), ("pathlib", lambda p: p)):
+        layer_path, model_path = tmp_path / f"{kind}.npz", tmp_path / f"{kind}.keras"
+        weights_path = tmp_path / f"{kind}.weights.npz"
+        layer.save(as_kind(layer_path))
+        assert os.listdir(tmp_path).count(layer_path.name) == 1
+        np.testing.assert_array_equal(GRU.load(as_kind(layer_path)).params["weight_hh_l0"],
+                                      layer.params["weight_hh_l0"])
+        model.save(as_kind(model_path))
+        np.testing.assert_array_equal(models.load_model(as_kind(model_path)).predict(x), model.predict(x))
+        model.save_weights(as_kind(weights_path))
+        model.load_weights(as_kind(weights_path))
+    assert not [n for n in os.listdir(tmp_path) if "b'" in n]
+    for bad in (3, None, ["a.npz"]):
+        for call, name in ((lambda: layer.save(bad), "path"), (lambda: GRU.load(bad), "path"),
+                           (lambda: model.save(bad), "filepath"),
+                           (lambda: model.load_weights(bad), "filepath"),
+                           (lambda: models.load_model(bad), "filepath")):
+            with pytest.raises(TypeError, match=f"^{name} must be a str, bytes or os.PathLike "
+                                                f"file path, got {type(bad).__name__}$"):
+                call()

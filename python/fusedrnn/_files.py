@@ -26,9 +26,19 @@ from typing import IO, Callable
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 
 
+def path_str(path, name: str = "path") -> str:
+    """A file path given as open() takes one (str, bytes or os.PathLike), as a str; anything
+    else is a TypeError naming the argument."""
+    try:
+        return os.fsdecode(path)
+    except TypeError:
+        raise TypeError(f"{name} must be a str, bytes or os.PathLike file path, got "
+                        f"{type(path).__name__}") from None
+
+
 def write_atomic(path, write: Callable[[IO], None], *, text: bool = False) -> None:
     """Call write(f) on a temporary file, then move it to path."""
-    path = os.path.realpath(os.fspath(path))  # through symlinks, to the file they name
+    path = os.path.realpath(path_str(path))  # through symlinks, to the file they name
     directory, base = os.path.split(path)
     _remove_stale(directory, base)
     tmp = os.path.join(directory, f".{base}.{_HOST}.{os.getpid()}.{secrets.token_hex(6)}.tmp")

@@ -27,7 +27,7 @@ import zipfile
 
 import numpy as np
 
-from ._files import write_atomic
+from ._files import path_str, write_atomic
 
 # The header key cannot clash with an attribute-style parameter name.
 HEADER_KEY = "__fusedrnn__"
@@ -71,7 +71,7 @@ def load(path, validate=None) -> tuple[dict, dict]:
 
     ``validate(header, specs)``, specs mapping each array's name to its Spec, runs before any
     array data is read and raises ValueError when the header and the arrays disagree."""
-    path = os.fspath(path)
+    path = path_str(path)
     with open(path, "rb") as f:  # FileNotFoundError, IsADirectoryError, ... as themselves
         with reading(path):
             size = os.fstat(f.fileno()).st_size

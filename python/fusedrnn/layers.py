@@ -59,6 +59,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _core, _dask, _device, _npz, ops
+from ._files import path_str
 from .layers_step import StepMixin
 from ._checks import GATES, check_bool, check_int, float_dtype, shape_str
 from .keras_import import from_keras_weights, to_keras_weights
@@ -555,7 +556,7 @@ class _RNNBase(StepMixin):
         LSTM file and so on (``_RNNBase.load`` accepts any of the three).  A file that is not
         one is a ValueError naming it; nothing is allocated before the header and the stored
         arrays are found to agree."""
-        path = os.fspath(path)
+        path = path_str(path)
         found = {}
 
         def validate(header, specs):

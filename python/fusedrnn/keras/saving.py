@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from .. import _npz
+from .._files import path_str
 from . import losses as _losses
 from . import optimizers as _optimizers
 from .._checks import shape_str
@@ -37,7 +38,7 @@ def layer_class(name):
 
 
 def check_path(filepath, overwrite):
-    path = os.fspath(filepath)
+    path = path_str(filepath, "filepath")
     if path.lower().endswith((".h5", ".hdf5")):
         raise ValueError(f"{path}: HDF5 files are not supported; save to a name ending in '.keras' "
                          "or '.npz' (fusedrnn's own format, loaded with load_model)")
@@ -83,8 +84,7 @@ def load_model(filepath):
     """A Sequential rebuilt from save_model: weights, compiled state and random state restored.
     A file that is not one is a ValueError naming it; nothing is allocated before the header
     and the stored arrays are found to agree."""
-    path = os.fspath(filepath)
-    check_path(path, True)
+    path = check_path(filepath, True)
     with _npz.reading(path):
         header, arrays = _npz.load(path, lambda h, specs: _check_file(path, h, specs))
         return _from_file(path, header, arrays)
