@@ -118,8 +118,8 @@ def test_whole_sequence_products_in_chunks(packed_isa, config, proj, dtype):
         np.testing.assert_array_equal(grads[0][key], grads[1][key], err_msg=f"{key}: 1 vs 2 threads")
 
 
-# (config, T, B, I, H): models on few features, whose dW_ih (and dx) are products of I <= 8
-# columns, computed without column panels (packed_products.h: thin_at, thin_dot).  G*H = 4 and
+# (config, T, B, I, H): models on few features, whose dW_ih (and dx) are products of I <= 15
+# columns (12 with AVX2), computed without column panels (packed_products.h: thin_at, thin_dot).  G*H = 4 and
 # 3 are below one vector (one element at a time), 84 and 90 end in single vectors, the last
 # overlapping the one before; T*B = 21 leaves a partial tile of rows; the last case is big
 # enough for both threads to share its products.
@@ -129,6 +129,8 @@ THIN_CASES = [
     ("lstm-tanh", 3, 7, 3, 21),
     ("gru", 3, 7, 8, 30),
     ("lstm-relu", 5, 4, 5, 21),
+    ("rnn-relu", 4, 5, 12, 13),
+    ("gru", 3, 9, 15, 21),
     ("lstm-tanh", 35, 64, 8, 100),
 ]
 
@@ -137,7 +139,7 @@ THIN_CASES = [
 @pytest.mark.parametrize("config,T,B,I,H", THIN_CASES,
                          ids=[f"{c[0]}-I{c[3]}-H{c[4]}" for c in THIN_CASES])
 def test_thin_products(packed_isa, config, T, B, I, H, dtype):
-    """dx and dW_ih of a model on 1 to 8 features against the reference, bit-identical at one
+    """dx and dW_ih of a model on 1 to 15 features against the reference, bit-identical at one
     and two threads."""
     cell, act = CELL_CONFIGS[config]
     case = make_case(np.random.default_rng(7), cell, T, B, I, H, dtype)
@@ -161,9 +163,9 @@ def test_thin_products(packed_isa, config, T, B, I, H, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("I", [1, 3, 8])
+@pytest.mark.parametrize("I", [1, 3, 8, 12, 15])
 def test_thin_weight_gradient_is_the_panels(packed_isa, I, dtype):
-    """dW_ih of I <= 8 features without panels sums exactly as the panels do: the same model
+    """dW_ih of I <= 15 features without panels sums exactly as the panels do: the same model
     with its input widened to 16 features by zero columns (x and W_ih) takes the panels, and
     its first I columns of dW_ih match the thin product to the bit.  (The zero columns add
     exact zeros to the forward's sums, so the gate gradients are the same too.)"""

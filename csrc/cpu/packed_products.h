@@ -52,9 +52,10 @@ struct PanelRun : Operand<T> {
 };
 
 // Products only a few columns wide (N <= kThinColumns: dW_ih and dx of a model on one or a
-// few features) are not packed into panels: a panel is at least a vector wide (16 floats on
-// AVX-512), so with one feature fifteen sixteenths of the work went to padding columns.
-inline constexpr int64_t kThinColumns = 8;
+// few features) are not packed into panels: a panel is at least 16 columns wide, so with one
+// feature fifteen sixteenths of the work went to padding columns.  Up to 15 columns, as many
+// as a thin tile's sums fit in three quarters of the registers (12 with AVX2's 16).
+inline constexpr int kThinColumns = std::min(15, simd::kRegisters * 3 / 4);
 
 // Vectors of a thin tile (N sums each): the most of 4, 3, 2, 1 whose N * NV sums stay within
 // three quarters of the registers and leave room for the NV loaded vectors and a broadcast.
@@ -65,26 +66,39 @@ constexpr int thin_vectors() {
   return 1;
 }
 
+// A thin operand's product, cut into `items` independent pieces (thin_at, thin_dot below):
+// sequence_products runs them among its own row blocks, so that they share the threads.
+template <typename T>
+struct ThinJob {
+  int64_t M = 0, K = 0;
+  const T* A = nullptr;
+  int64_t lda = 0;
+  Operand<T> op{};
+  Buffer<T> bt;  // thin_dot: B's columns
+  int64_t kp = 0, items = 0;
+  void (*piece)(const ThinJob&, int64_t) = nullptr;
+};
+
 // C[m, 0:N] = sum_k A[k, m] B[k, 0:N] for the NV * lanes consecutive m from m0 (A: [K, M]):
 // one pass down A's columns, the N values of B's row k broadcast.  Each element adds its K
 // terms in order, each a fused multiply-add, as panel_gemm<T, NR, true> does with the operands'
 // roles swapped (the product of two numbers is the same either way): the results are the
-// panels' to the bit.  Lanes below `skip` are left to the block that stored them (thin_at).
+// panels' to the bit.  Lanes below `skip` are left to the piece that stored them (thin_at).
 template <typename T, int N, int NV>
-void thin_at_block(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
-                   int64_t m0, int skip) {
+void thin_at_block(const ThinJob<T>& j, int64_t m0, int skip) {
   using V = simd::Vec<T>;
   using R = typename V::R;
   constexpr int L = V::lanes;
+  const T* __restrict B = j.op.B;
   R acc[N][NV];
   for (int c = 0; c < N; ++c)
     for (int v = 0; v < NV; ++v) acc[c][v] = V::zero();
-  const T* a = A + m0;
-  for (int64_t k = 0; k < K; ++k, a += lda) {
+  const T* a = j.A + m0;
+  for (int64_t k = 0; k < j.K; ++k, a += j.lda) {
     R w[NV];
     for (int v = 0; v < NV; ++v) w[v] = V::loadu(a + L * v);
     for (int c = 0; c < N; ++c) {
-      const R x = V::set1(B[k * ldb + c]);
+      const R x = V::set1(B[k * j.op.ldb + c]);
       for (int v = 0; v < NV; ++v) acc[c][v] = V::fmadd(x, w[v], acc[c][v]);
     }
   }
@@ -92,34 +106,36 @@ void thin_at_block(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, 
   for (int c = 0; c < N; ++c)
     for (int v = 0; v < NV; ++v) {
       V::store(out, acc[c][v]);
-      for (int i = v * L < skip ? skip - v * L : 0; i < L; ++i) C[(m0 + v * L + i) * ldc + c] = out[i];
+      for (int i = v * L < skip ? skip - v * L : 0; i < L; ++i) j.op.C[(m0 + v * L + i) * j.op.ldc + c] = out[i];
     }
 }
 
-// C[M, N] = A^T B, A: [K, M], B: [K, N], N <= kThinColumns.  Blocks of NV vectors of m, then
+// C[M, N] = A^T B, A: [K, M], B: [K, N], N <= kThinColumns, in pieces of NV vectors of m, then
 // single vectors, the last one ending at M (overlapping the one before: its first lanes are
-// not stored again).  M below one vector: the same sums one element at a time.
+// not stored again).  M below one vector: one piece, the same sums one element at a time.
 template <typename T, int N>
-void thin_at(int64_t M, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
-             int threads) {
+void thin_at_piece(const ThinJob<T>& j, int64_t i) {
   constexpr int L = simd::Vec<T>::lanes, NV = thin_vectors<N>(), NB = NV * L;
+  const int64_t M = j.M, full = M / NB;
   if (M < L) {
     for (int64_t m = 0; m < M; ++m)
       for (int c = 0; c < N; ++c) {
         T s = T(0);
-        for (int64_t k = 0; k < K; ++k) s = std::fma(B[k * ldb + c], A[k * lda + m], s);
-        C[m * ldc + c] = s;
+        for (int64_t k = 0; k < j.K; ++k) s = std::fma(j.op.B[k * j.op.ldb + c], j.A[k * j.lda + m], s);
+        j.op.C[m * j.op.ldc + c] = s;
       }
     return;
   }
-  const int64_t full = M / NB, rest = M - full * NB, singles = (rest + L - 1) / L;
-  auto item = [&](int64_t i) noexcept {
-    if (i < full) return thin_at_block<T, N, NV>(K, A, lda, B, ldb, C, ldc, i * NB, 0);
-    const int64_t want = full * NB + (i - full) * L, m0 = std::min(want, M - L);
-    thin_at_block<T, N, 1>(K, A, lda, B, ldb, C, ldc, m0, static_cast<int>(want - m0));
-  };
-  using Item = decltype(item);
-  fusedrnn::parallel_for(full + singles, threads, [](void* f, int64_t i) { (*static_cast<Item*>(f))(i); }, &item);
+  if (i < full) return thin_at_block<T, N, NV>(j, i * NB, 0);
+  const int64_t want = full * NB + (i - full) * L, m0 = std::min(want, M - L);
+  thin_at_block<T, N, 1>(j, m0, static_cast<int>(want - m0));
+}
+template <typename T, int N>
+void thin_at(ThinJob<T>& j) {
+  constexpr int L = simd::Vec<T>::lanes, NB = thin_vectors<N>() * L;
+  const int64_t full = j.M / NB, rest = j.M - full * NB;
+  j.items = j.M < L ? 1 : full + (rest + L - 1) / L;
+  j.piece = thin_at_piece<T, N>;
 }
 
 // Rows of a thin dot tile: the most of 4, 3, 2, 1 whose R * N sums stay within three quarters
@@ -133,80 +149,79 @@ constexpr int thin_rows() {
 
 // C[M, N] = A B, A: [M, K], B: [K, N], N <= kThinColumns: per row of A, N dot products along
 // its row, a vector of k at a time, against B's columns (copied to bt: N rows of kp, zeros past
-// K); each sum is its lanes' partial sums added in lane order.  Rows go R at a time.
+// K); each sum is its lanes' partial sums added in lane order.  R rows at a time, kThinTiles
+// such tiles a piece.
+inline constexpr int64_t kThinTiles = 8;
 template <typename T, int N>
-void thin_dot(int64_t M, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
-              int threads) {
+void thin_dot_tile(const ThinJob<T>& j, int64_t m0) {
   using V = simd::Vec<T>;
   using Reg = typename V::R;
   constexpr int L = V::lanes, R = thin_rows<N>();
-  const int64_t kp = (K + L - 1) / L * L, kv = K / L * L;
-  Buffer<T> bt(N * kp, "thin products");
-  for (int c = 0; c < N; ++c) {
-    for (int64_t k = 0; k < K; ++k) bt.data()[c * kp + k] = B[k * ldb + c];
-    for (int64_t k = K; k < kp; ++k) bt.data()[c * kp + k] = T(0);
-  }
-  const T* b = bt.data();
-  auto item = [&](int64_t i) noexcept {
-    const int64_t m0 = i * R;
-    const T* a[R];
-    for (int r = 0; r < R; ++r) a[r] = A + std::min(m0 + r, M - 1) * lda;  // past M: read, not stored
-    Reg acc[R][N];
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < N; ++c) acc[r][c] = V::zero();
-    auto step = [&](const Reg* x, int64_t k) {
-      for (int c = 0; c < N; ++c) {
-        const Reg w = V::load(b + c * kp + k);
-        for (int r = 0; r < R; ++r) acc[r][c] = V::fmadd(x[r], w, acc[r][c]);
-      }
-    };
-    for (int64_t k = 0; k < kv; k += L) {
-      Reg x[R];
-      for (int r = 0; r < R; ++r) x[r] = V::loadu(a[r] + k);
-      step(x, k);
+  const int64_t M = j.M, K = j.K, kp = j.kp, kv = K / L * L;
+  const T* b = j.bt.data();
+  const T* a[R];
+  for (int r = 0; r < R; ++r) a[r] = j.A + std::min(m0 + r, M - 1) * j.lda;  // past M: read, not stored
+  Reg acc[R][N];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < N; ++c) acc[r][c] = V::zero();
+  auto step = [&](const Reg* x, int64_t k) {
+    for (int c = 0; c < N; ++c) {
+      const Reg w = V::load(b + c * kp + k);
+      for (int r = 0; r < R; ++r) acc[r][c] = V::fmadd(x[r], w, acc[r][c]);
     }
-    if (kv < K) {  // the last k, less than a vector: zeros after it
-      alignas(64) T part[L];
-      Reg x[R];
-      for (int r = 0; r < R; ++r) {
-        for (int j = 0; j < L; ++j) part[j] = T(0);
-        simd::copy_short(part, a[r] + kv, K - kv);
-        x[r] = V::load(part);
-      }
-      step(x, kv);
-    }
-    alignas(64) T out[L];
-    for (int r = 0; r < R && m0 + r < M; ++r)
-      for (int c = 0; c < N; ++c) {
-        V::store(out, acc[r][c]);
-        T s = out[0];
-        for (int j = 1; j < L; ++j) s += out[j];
-        C[(m0 + r) * ldc + c] = s;
-      }
   };
-  using Item = decltype(item);
-  fusedrnn::parallel_for((M + R - 1) / R, threads, [](void* f, int64_t i) { (*static_cast<Item*>(f))(i); }, &item);
+  for (int64_t k = 0; k < kv; k += L) {
+    Reg x[R];
+    for (int r = 0; r < R; ++r) x[r] = V::loadu(a[r] + k);
+    step(x, k);
+  }
+  if (kv < K) {  // the last k, less than a vector: zeros after it
+    alignas(64) T part[L];
+    Reg x[R];
+    for (int r = 0; r < R; ++r) {
+      for (int e = 0; e < L; ++e) part[e] = T(0);
+      simd::copy_short(part, a[r] + kv, K - kv);
+      x[r] = V::load(part);
+    }
+    step(x, kv);
+  }
+  alignas(64) T out[L];
+  for (int r = 0; r < R && m0 + r < M; ++r)
+    for (int c = 0; c < N; ++c) {
+      V::store(out, acc[r][c]);
+      T s = out[0];
+      for (int e = 1; e < L; ++e) s += out[e];
+      j.op.C[(m0 + r) * j.op.ldc + c] = s;
+    }
+}
+template <typename T, int N>
+void thin_dot_piece(const ThinJob<T>& j, int64_t i) {
+  constexpr int64_t R = thin_rows<N>();
+  for (int64_t m = i * R * kThinTiles; m < std::min(j.M, (i + 1) * R * kThinTiles); m += R) thin_dot_tile<T, N>(j, m);
+}
+template <typename T, int N>
+void thin_dot(ThinJob<T>& j) {
+  constexpr int L = simd::Vec<T>::lanes;
+  j.kp = (j.K + L - 1) / L * L;
+  j.bt = Buffer<T>(N * j.kp, "thin products");
+  T* bt = j.bt.data();
+  for (int c = 0; c < N; ++c) {
+    for (int64_t k = 0; k < j.K; ++k) bt[c * j.kp + k] = j.op.B[k * j.op.ldb + c];
+    for (int64_t k = j.K; k < j.kp; ++k) bt[c * j.kp + k] = T(0);
+  }
+  const int64_t rows = thin_rows<N>() * kThinTiles;  // of a piece
+  j.items = (j.M + rows - 1) / rows;
+  j.piece = thin_dot_piece<T, N>;
 }
 
-// One operand of sequence_products that is thin: N (1..kThinColumns) as a constant.
-template <typename T, bool TA>
-void thin_product(int64_t M, int64_t K, const T* A, int64_t lda, const Operand<T>& op) {
-  const int nt = 2.0 * M * op.N * K < fusedrnn::kSplitFlops ? 1 : fusedrnn::threads_now();
-  auto run = [&](auto n) {
-    constexpr int N = decltype(n)::value;
-    if constexpr (TA) thin_at<T, N>(M, K, A, lda, op.B, op.ldb, op.C, op.ldc, nt);
-    else thin_dot<T, N>(M, K, A, lda, op.B, op.ldb, op.C, op.ldc, nt);
-  };
-  switch (op.N) {
-    case 1: return run(std::integral_constant<int, 1>());
-    case 2: return run(std::integral_constant<int, 2>());
-    case 3: return run(std::integral_constant<int, 3>());
-    case 4: return run(std::integral_constant<int, 4>());
-    case 5: return run(std::integral_constant<int, 5>());
-    case 6: return run(std::integral_constant<int, 6>());
-    case 7: return run(std::integral_constant<int, 7>());
-    default: return run(std::integral_constant<int, 8>());
+// Sets up a thin operand's job, its N (1..kThinColumns) found as a constant.
+template <typename T, bool TA, int N = kThinColumns>
+void thin_job(ThinJob<T>& j) {
+  if constexpr (N > 1) {
+    if (j.op.N < N) return thin_job<T, TA, N - 1>(j);
   }
+  if constexpr (TA) thin_at<T, N>(j);
+  else thin_dot<T, N>(j);
 }
 
 // C = op(A) B for every operand, one A: K goes in chunks of 1024 rows of B, and per chunk A is
@@ -216,7 +231,7 @@ void thin_product(int64_t M, int64_t K, const T* A, int64_t lda, const Operand<T
 // product (or the last columns of one) that is not a whole number of them wide: a tile spans a
 // panel's whole width on AVX-512 float, so dx and dW_ih of a model with 12 features would otherwise
 // cost as much as with 64 (and operands of at most kThinColumns columns take no panels at all:
-// thin_product).  Every element adds its K terms in the same order whatever the panel
+// ThinJob).  Every element adds its K terms in the same order whatever the panel
 // width and the row blocks: the results are those of separate products, only the work spent on
 // padding columns and on reading A changes.  Measured (AVX-512, training, builds alternated): dW_ih
 // and dW_hh in one call made LSTM (16, 251, 64, 64) 3.5% faster at one thread (A, read in place,
@@ -225,6 +240,8 @@ template <typename T, bool TA>
 void sequence_products(int64_t M, int64_t K, const T* A, int64_t lda, const Operand<T>* ops, int nops) {
   if (M <= 0) return;
   std::vector<PanelRun<T>> runs;
+  std::vector<ThinJob<T>> thins;  // the thin operands, run among the first chunk's row blocks
+  int64_t thin_items = 0;
   double flops = 0;  // of all the products
   for (int o = 0; o < nops; ++o) {
     const Operand<T>& op = ops[o];
@@ -235,7 +252,15 @@ void sequence_products(int64_t M, int64_t K, const T* A, int64_t lda, const Oper
       continue;
     }
     if (op.N <= kThinColumns) {
-      thin_product<T, TA>(M, K, A, lda, op);
+      thins.emplace_back();
+      ThinJob<T>& j = thins.back();
+      j.M = M;
+      j.K = K;
+      j.A = A;
+      j.lda = lda;
+      j.op = op;
+      thin_job<T, TA>(j);
+      thin_items += j.items;
       continue;
     }
     const int64_t wide = op.N / 64 * 64, rest = op.N - wide;
@@ -248,7 +273,19 @@ void sequence_products(int64_t M, int64_t K, const T* A, int64_t lda, const Oper
       runs.push_back({{op.B + wide, op.ldb, rest, op.C + wide, op.ldc}, decltype(w)::value});
     });
   }
-  if (runs.empty()) return;
+  const int nt = flops < fusedrnn::kSplitFlops ? 1 : fusedrnn::threads_now();
+  // Piece i of the thin operands' pieces, in order.
+  auto thin_piece = [&](int64_t i) noexcept {
+    for (const ThinJob<T>& j : thins) {
+      if (i < j.items) return j.piece(j, i);
+      i -= j.items;
+    }
+  };
+  if (runs.empty()) {
+    using Thin = decltype(thin_piece);
+    fusedrnn::parallel_for(thin_items, nt, [](void* f, int64_t i) { (*static_cast<Thin*>(f))(i); }, &thin_piece);
+    return;
+  }
   // K per chunk: 1024 (whole kernel slices of 64-column panels).  The packed copies then hold
   // 1024 rows of B (and of A), whatever T is.
   constexpr int64_t KO = 1024;
@@ -266,7 +303,6 @@ void sequence_products(int64_t M, int64_t K, const T* A, int64_t lda, const Oper
   const int64_t fit = (96 << 10) / (MR * kd * static_cast<int64_t>(sizeof(T)));
   const int64_t tiles = (M + MR - 1) / MR;  // row tiles of C
   const int64_t per_block = std::max<int64_t>(1, std::min(fit, M / (8 * MR)));  // row tiles
-  const int nt = flops < fusedrnn::kSplitFlops ? 1 : fusedrnn::threads_now();
   // Row blocks: as many as whole blocks of per_block tiles need, rounded up to a multiple of the
   // threads, the tiles dealt out evenly (block rb: tiles [rb * tiles / nrb, (rb + 1) * tiles /
   // nrb)), so that every thread gets the same rows.  Blocks of per_block tiles with a short last
@@ -362,9 +398,16 @@ void sequence_products(int64_t M, int64_t K, const T* A, int64_t lda, const Oper
         });
     };
     using Pack = decltype(pack);
-    using Block = decltype(block);
     fusedrnn::parallel_for(units + a_units, nt, [](void* f, int64_t i) { (*static_cast<Pack*>(f))(i); }, &pack);
-    fusedrnn::parallel_for(nrb, nt, [](void* f, int64_t i) { (*static_cast<Block*>(f))(i); }, &block);
+    // The first chunk's row blocks come after the thin operands' pieces (each a whole pass
+    // over K), which the threads take first.
+    const int64_t thin_now = k0 == 0 ? thin_items : 0;
+    auto piece = [&](int64_t i) noexcept {
+      if (i < thin_now) thin_piece(i);
+      else block(i - thin_now);
+    };
+    using Piece = decltype(piece);
+    fusedrnn::parallel_for(thin_now + nrb, nt, [](void* f, int64_t i) { (*static_cast<Piece*>(f))(i); }, &piece);
   }
   for (const PanelRun<T>& r : runs)
     if (r.last) {
