@@ -229,7 +229,7 @@ void thin_job(ThinJob<T>& j) {
 // packed, then every row block is taken across every panel of every operand.  Each operand's
 // columns are panels of 64, and narrower ones (16, 32 or 48: packed_gemm.h, with_width) for a
 // product (or the last columns of one) that is not a whole number of them wide: a tile spans a
-// panel's whole width on AVX-512 float, so dx and dW_ih of a model with 12 features would otherwise
+// panel's whole width on AVX-512 float, so dx and dW_ih of a model with 20 features would otherwise
 // cost as much as with 64 (and operands of at most kThinColumns columns take no panels at all:
 // ThinJob).  Every element adds its K terms in the same order whatever the panel
 // width and the row blocks: the results are those of separate products, only the work spent on
