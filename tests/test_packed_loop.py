@@ -100,6 +100,12 @@ def test_whole_sequence_products_in_chunks(packed_isa, config, proj, dtype):
     T, B, I, H = 35, 64, 70, 270
     case = make_case(np.random.default_rng(4), cell, T, B, I, H, dtype, proj=proj)
     case["lengths"] = make_lengths(np.random.default_rng(5), T, B)
+    check_at_one_and_two_threads(cell, act, case, dtype, f"{config}/isa={packed_isa}", seed=6)
+
+
+def check_at_one_and_two_threads(cell, act, case, dtype, what, seed):
+    """check_against_reference at 1 and at 2 threads (the packed loop must run both times), and
+    every gradient bit-identical between the two."""
     before = fusedrnn.get_num_threads()
     _core.set_contention_guard(False)
     try:
@@ -107,22 +113,23 @@ def test_whole_sequence_products_in_chunks(packed_isa, config, proj, dtype):
         for threads in (1, 2):
             fusedrnn.set_num_threads(threads)
             calls = _core.packed_loop_calls()
-            what = f"{config}/isa={packed_isa}/threads={threads}"
-            grads.append(check_against_reference(np.random.default_rng(6), cell, act, case, dtype,
-                                                 what)[1])
-            assert _core.packed_loop_calls() - calls == 2, f"{what}: the packed loop did not run"
+            at = f"{what}/threads={threads}"
+            rng = np.random.default_rng(seed)
+            grads.append(check_against_reference(rng, cell, act, case, dtype, at)[1])
+            assert _core.packed_loop_calls() - calls == 2, f"{at}: the packed loop did not run"
     finally:
         fusedrnn.set_num_threads(before)
         _core.set_contention_guard(True)
     for key in grads[0]:
-        np.testing.assert_array_equal(grads[0][key], grads[1][key], err_msg=f"{key}: 1 vs 2 threads")
+        np.testing.assert_array_equal(grads[0][key], grads[1][key],
+                                      err_msg=f"{what}: {key}: 1 vs 2 threads")
 
 
 # (config, T, B, I, H): models on few features, whose dW_ih (and dx) are products of I <= 15
-# columns (12 with AVX2), computed without column panels (packed_products.h: thin_at, thin_dot).  G*H = 4 and
-# 3 are below one vector (one element at a time), 84 and 90 end in single vectors, the last
-# overlapping the one before; T*B = 21 leaves a partial tile of rows; the last case is big
-# enough for both threads to share its products.
+# columns (12 with AVX2), computed without column panels (packed_products.h: thin_at,
+# thin_dot).  G*H = 4 and 3 are below one vector (one element at a time), 84 and 90 end in
+# single vectors, the last overlapping the one before; T*B = 21 leaves a partial tile of rows;
+# the last case is big enough for both threads to share its products.
 THIN_CASES = [
     ("lstm-tanh", 3, 7, 1, 1),
     ("rnn-tanh", 3, 7, 2, 3),
@@ -143,23 +150,7 @@ def test_thin_products(packed_isa, config, T, B, I, H, dtype):
     and two threads."""
     cell, act = CELL_CONFIGS[config]
     case = make_case(np.random.default_rng(7), cell, T, B, I, H, dtype)
-    before = fusedrnn.get_num_threads()
-    _core.set_contention_guard(False)
-    try:
-        results = []
-        for threads in (1, 2):
-            fusedrnn.set_num_threads(threads)
-            calls = _core.packed_loop_calls()
-            what = f"{config}/I={I}/isa={packed_isa}/threads={threads}"
-            results.append(check_against_reference(np.random.default_rng(8), cell, act, case, dtype,
-                                                   what))
-            assert _core.packed_loop_calls() - calls == 2, f"{what}: the packed loop did not run"
-    finally:
-        fusedrnn.set_num_threads(before)
-        _core.set_contention_guard(True)
-    for key in results[0][1]:
-        np.testing.assert_array_equal(results[0][1][key], results[1][1][key],
-                                      err_msg=f"{key}: 1 vs 2 threads")
+    check_at_one_and_two_threads(cell, act, case, dtype, f"{config}/I={I}/isa={packed_isa}", seed=8)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -180,7 +171,8 @@ def test_thin_weight_gradient_is_the_panels(packed_isa, I, dtype):
         dout, dh_n, dc_n = make_cotangents(np.random.default_rng(10), out, h_n, c_n, dtype)
         grads.append(run_backward(ops, "lstm", cache, dout, dh_n, dc_n))
     thin, panels = grads
-    np.testing.assert_array_equal(thin["dw_hh"], panels["dw_hh"], err_msg="the gate gradients differ")
+    np.testing.assert_array_equal(thin["dw_hh"], panels["dw_hh"],
+                                  err_msg="the gate gradients differ")
     np.testing.assert_array_equal(thin["dw_ih"], panels["dw_ih"][:, :I])
 
 
