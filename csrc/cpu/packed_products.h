@@ -57,10 +57,11 @@ struct PanelRun : Operand<T> {
 // as a thin tile's sums fit in three quarters of the registers (12 with AVX2's 16).
 inline constexpr int kThinColumns = std::min(15, simd::kRegisters * 3 / 4);
 
-// Vectors of a thin tile (N sums each): the most of 4, 3, 2, 1 whose N * NV sums stay within
-// three quarters of the registers and leave room for the NV loaded vectors and a broadcast.
+// The other side of a thin tile of N sums per vector: its vectors of m (thin_at) or its rows
+// (thin_dot), the most of 4, 3, 2, 1 whose N * that many sums stay within three quarters of the
+// registers and leave room for that many loaded vectors and one more (a broadcast, a vector of B).
 template <int N>
-constexpr int thin_vectors() {
+constexpr int thin_tile() {
   for (int v : {4, 3, 2, 1})
     if (N * v <= simd::kRegisters * 3 / 4 && N * v + v + 1 <= simd::kRegisters) return v;
   return 1;
@@ -115,7 +116,7 @@ void thin_at_block(const ThinJob<T>& j, int64_t m0, int skip) {
 // not stored again).  M below one vector: one piece, the same sums one element at a time.
 template <typename T, int N>
 void thin_at_piece(const ThinJob<T>& j, int64_t i) {
-  constexpr int L = simd::Vec<T>::lanes, NV = thin_vectors<N>(), NB = NV * L;
+  constexpr int L = simd::Vec<T>::lanes, NV = thin_tile<N>(), NB = NV * L;
   const int64_t M = j.M, full = M / NB;
   if (M < L) {
     for (int64_t m = 0; m < M; ++m)
@@ -132,19 +133,10 @@ void thin_at_piece(const ThinJob<T>& j, int64_t i) {
 }
 template <typename T, int N>
 void thin_at(ThinJob<T>& j) {
-  constexpr int L = simd::Vec<T>::lanes, NB = thin_vectors<N>() * L;
+  constexpr int L = simd::Vec<T>::lanes, NB = thin_tile<N>() * L;
   const int64_t full = j.M / NB, rest = j.M - full * NB;
   j.items = j.M < L ? 1 : full + (rest + L - 1) / L;
   j.piece = thin_at_piece<T, N>;
-}
-
-// Rows of a thin dot tile: the most of 4, 3, 2, 1 whose R * N sums stay within three quarters
-// of the registers and leave room for R loaded rows and one vector of B.
-template <int N>
-constexpr int thin_rows() {
-  for (int r : {4, 3, 2, 1})
-    if (r * N <= simd::kRegisters * 3 / 4 && r * N + r + 1 <= simd::kRegisters) return r;
-  return 1;
 }
 
 // C[M, N] = A B, A: [M, K], B: [K, N], N <= kThinColumns: per row of A, N dot products along
@@ -156,7 +148,7 @@ template <typename T, int N>
 void thin_dot_tile(const ThinJob<T>& j, int64_t m0) {
   using V = simd::Vec<T>;
   using Reg = typename V::R;
-  constexpr int L = V::lanes, R = thin_rows<N>();
+  constexpr int L = V::lanes, R = thin_tile<N>();
   const int64_t M = j.M, K = j.K, kp = j.kp, kv = K / L * L;
   const T* b = j.bt.data();
   const T* a[R];
@@ -196,7 +188,7 @@ void thin_dot_tile(const ThinJob<T>& j, int64_t m0) {
 }
 template <typename T, int N>
 void thin_dot_piece(const ThinJob<T>& j, int64_t i) {
-  constexpr int64_t R = thin_rows<N>();
+  constexpr int64_t R = thin_tile<N>();
   for (int64_t m = i * R * kThinTiles; m < std::min(j.M, (i + 1) * R * kThinTiles); m += R) thin_dot_tile<T, N>(j, m);
 }
 template <typename T, int N>
@@ -209,7 +201,7 @@ void thin_dot(ThinJob<T>& j) {
     for (int64_t k = 0; k < j.K; ++k) bt[c * j.kp + k] = j.op.B[k * j.op.ldb + c];
     for (int64_t k = j.K; k < j.kp; ++k) bt[c * j.kp + k] = T(0);
   }
-  const int64_t rows = thin_rows<N>() * kThinTiles;  // of a piece
+  const int64_t rows = thin_tile<N>() * kThinTiles;  // of a piece
   j.items = (j.M + rows - 1) / rows;
   j.piece = thin_dot_piece<T, N>;
 }
